@@ -1,0 +1,7 @@
+"""transformer-suite: one Keras Transformer backbone serving five domains."""
+
+from suite.backbone import BackboneConfig, Seq2SeqBackbone, TransformerBackbone
+
+__version__ = "0.1.0"
+
+__all__ = ["BackboneConfig", "Seq2SeqBackbone", "TransformerBackbone"]

@@ -1,0 +1,16 @@
+"""The suite's Transformer layers, written with `keras.ops` so they run on any Keras backend."""
+
+from suite.layers.attention import MultiHeadAttention
+from suite.layers.blocks import TransformerDecoderBlock, TransformerEncoderBlock
+from suite.layers.feed_forward import FeedForward
+from suite.layers.position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEncoding
+
+__all__ = [
+    "FeedForward",
+    "LearnedPositionEmbedding",
+    "MultiHeadAttention",
+    "RotaryEmbedding",
+    "SinusoidalPositionEncoding",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
+]
