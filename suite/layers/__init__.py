@@ -3,6 +3,7 @@
 from suite.layers.attention import MultiHeadAttention
 from suite.layers.blocks import TransformerDecoderBlock, TransformerEncoderBlock
 from suite.layers.feed_forward import FeedForward
+from suite.layers.pooling import SequencePooling
 from suite.layers.position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEncoding
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "LearnedPositionEmbedding",
     "MultiHeadAttention",
     "RotaryEmbedding",
+    "SequencePooling",
     "SinusoidalPositionEncoding",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",

@@ -1,0 +1,106 @@
+"""The `suite` command: train, evaluate, predict and export any domain's task."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from suite.config import ConfigError, flat_fields
+
+CONFIG_DIR = Path("tasks/configs")
+
+
+def _tasks() -> dict:
+    from suite.tasks import TASKS
+
+    return TASKS
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> list[str]:
+    keys = []
+    group = parser.add_argument_group("config keys (override the YAML; values are parsed as YAML)")
+    for key, annotation, default in flat_fields(config_class):
+        group.add_argument(f"--{key}", dest=f"set:{key}", metavar="VALUE", default=argparse.SUPPRESS,
+                           help=f"default: {default!r}")
+        keys.append(key)
+    return keys
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {
+        name.removeprefix("set:"): yaml.safe_load(value)
+        for name, value in vars(args).items()
+        if name.startswith("set:")
+    }
+
+
+def _train(domain: str, argv: list[str]) -> dict:
+    task_class = _tasks()[domain]
+    parser = argparse.ArgumentParser(prog=f"suite train {domain}", description=task_class.__doc__)
+    parser.add_argument("--config", type=Path, help=f"YAML config (default: {CONFIG_DIR / domain}.yaml)")
+    parser.add_argument("--output-dir", type=Path, help="run folder (default: runs/<domain>/<timestamp>)")
+    parser.add_argument("--export-dir", type=Path, help="also export a SavedModel under this folder")
+    _add_config_flags(parser, task_class.config_class)
+    args = parser.parse_args(argv)
+    default_config = CONFIG_DIR / f"{domain}.yaml"
+    config_source = args.config or (default_config if default_config.is_file() else None)
+    config = task_class.resolve_config(config_source, _overrides(args))
+    output_dir = args.output_dir or Path("runs") / domain / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    task, metrics = task_class.run(config, output_dir)
+    summary = {"output_dir": str(output_dir), "saved_task": str(output_dir / "task"), "metrics": metrics}
+    if args.export_dir:
+        summary["export"] = str(task.export(args.export_dir))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="suite", description="Train, evaluate, predict with and export suite tasks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a domain's task from its YAML config", add_help=False)
+    train.add_argument("domain", help="text_classification, translation, image_classification, forecasting or recommendation")
+    evaluate = commands.add_parser("evaluate", help="metrics of a saved task on a data file")
+    evaluate.add_argument("task", type=Path, help="a saved task folder")
+    evaluate.add_argument("--data", required=True, help="data file in the domain's format")
+    predict = commands.add_parser("predict", help="predictions of a saved task")
+    predict.add_argument("task", type=Path, help="a saved task folder")
+    predict.add_argument("inputs", nargs="+", help="inputs in the domain's form (texts, file paths, ...)")
+    export = commands.add_parser("export", help="export a saved task as a TF Serving SavedModel")
+    export.add_argument("task", type=Path, help="a saved task folder")
+    export.add_argument("--export-dir", type=Path, default=Path("saved_models"))
+    export.add_argument("--model-name", help="default: the domain")
+    export.add_argument("--version", type=int, help="default: the next integer version")
+    export.add_argument("--jit-compile", action="store_true", help="trace serving functions with XLA")
+
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "train":
+            if args.domain not in _tasks():
+                parser.error(f"unknown domain {args.domain!r}; choose from {sorted(_tasks())}")
+            result = _train(args.domain, rest)
+        else:
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            from suite.tasks import Task
+
+            task = Task.load(args.task)
+            if args.command == "evaluate":
+                result = task.evaluate(args.data)
+            elif args.command == "predict":
+                result = task.cli_predict(args.inputs)
+            else:
+                result = {"export": str(task.export(args.export_dir, args.model_name, args.version, args.jit_compile))}
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"suite {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data modules: files and DataFrames to tf.data, one module per domain."""

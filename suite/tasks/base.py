@@ -1,0 +1,279 @@
+"""The Task API every domain follows: train, evaluate, predict, save/load, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import keras
+import tensorflow as tf
+
+from suite import __version__
+from suite.config import from_dict, load_config, to_dict
+from suite.export import write_saved_model
+from suite.io import staged_directory, write_json_atomic
+
+TASKS: dict[str, type["Task"]] = {}
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Optimisation settings shared by every domain."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    early_stopping_patience: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+
+
+def warmup_cosine(training: TrainingConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up over `warmup_fraction` of the steps, then cosine decay to zero."""
+    warmup = int(training.warmup_fraction * total_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else training.learning_rate,
+        decay_steps=max(total_steps - warmup, 1),
+        warmup_target=training.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+class Task:
+    """A trained model for one domain: stem + backbone + head, with its preprocessing.
+
+    Subclasses set `domain`, `config_class` and `preprocessor_class`, and implement the
+    hooks below. `config_class` is a dataclass with a `training: TrainingConfig` field.
+    """
+
+    domain: ClassVar[str]
+    config_class: ClassVar[type]
+    preprocessor_class: ClassVar[type]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "domain" in cls.__dict__:
+            TASKS[cls.domain] = cls
+
+    def __init__(self, model: keras.Model, preprocessor, config):
+        self.model = model
+        self.preprocessor = preprocessor
+        self.config = config
+
+    # Hooks -------------------------------------------------------------------------------
+
+    @classmethod
+    def read(cls, data, config):
+        """Reads and validates `data` (path or DataFrame) into the domain's table.
+
+        Must accept its own output unchanged, so read data can be passed anywhere."""
+        raise NotImplementedError
+
+    @classmethod
+    def fit_preprocessor(cls, train_data, config):
+        raise NotImplementedError
+
+    @classmethod
+    def build_model(cls, preprocessor, config) -> keras.Model:
+        raise NotImplementedError
+
+    def dataset(self, data, training: bool = False) -> tf.data.Dataset:
+        """Batches of `(inputs, targets)` for `data` as read by `read`."""
+        raise NotImplementedError
+
+    def compile(self, total_steps: int) -> None:
+        """Compiles `self.model` (optimizer, loss, metrics) with `jit_compile=True`."""
+        raise NotImplementedError
+
+    def serving_endpoints(self, model_fn) -> dict:
+        """`{signature_name: (fn, input_signature)}` for export; `model_fn` runs the model."""
+        raise NotImplementedError
+
+    def export_resources(self) -> list:
+        """TF trackables (tokenizers, lookup tables) the serving endpoints use."""
+        return []
+
+    # Training ----------------------------------------------------------------------------
+
+    @classmethod
+    def resolve_config(cls, config=None, overrides: dict | None = None):
+        """`config` (dataclass, dict, YAML path or None) with `overrides` applied.
+
+        A key that is not a top-level field but is one of `training`'s (`epochs`) is read
+        as `training.<key>`.
+        """
+        training_keys = {f.name for f in dataclasses.fields(TrainingConfig)}
+        top_keys = {f.name for f in dataclasses.fields(cls.config_class)}
+        resolved = {
+            f"training.{key}" if key not in top_keys and key in training_keys else key: value
+            for key, value in (overrides or {}).items()
+        }
+        return load_config(cls.config_class, config, resolved)
+
+    @classmethod
+    def train(
+        cls,
+        data,
+        config=None,
+        *,
+        validation_data=None,
+        backbone: "Task | None" = None,
+        output_dir: str | Path | None = None,
+        verbose: str | int = "auto",
+        **overrides,
+    ) -> "Task":
+        """Fits the preprocessing on `data`, builds the model and trains it with XLA.
+
+        `config` is a config dataclass, a dict or a YAML path; `overrides` set its keys
+        (`epochs=3` sets `training.epochs` when the key is not top-level; dotted keys such
+        as `**{"backbone.num_layers": 2}` reach nested fields). `backbone` is a trained task
+        whose preprocessing and backbone weights this model starts from (fine-tuning).
+        With `output_dir`, TensorBoard logs, a resumable backup and `metrics.json` go there.
+        """
+        config = cls.resolve_config(config, overrides)
+        keras.utils.set_random_seed(config.training.seed)
+        train_data = cls.read(data, config)
+        task = cls.create(train_data, config, backbone)
+        validation = None if validation_data is None else cls.read(validation_data, config)
+        task.training_metrics = task.fit(train_data, validation, output_dir, verbose)
+        return task
+
+    @classmethod
+    def run(cls, config, output_dir: str | Path) -> tuple["Task", dict]:
+        """The task script's job: train on `config.data`, evaluate on its test split, save.
+
+        Writes `output_dir/metrics.json` and the trained task to `output_dir/task`.
+        """
+        output_dir = Path(output_dir)
+        data = config.data
+        task = cls.train(data.train, config, validation_data=data.validation, output_dir=output_dir)
+        metrics = task.training_metrics
+        if data.test:
+            metrics["test"] = task.evaluate(data.test)
+            write_json_atomic(output_dir / "metrics.json", metrics)
+        task.save(output_dir / "task")
+        return task, metrics
+
+    @classmethod
+    def create(cls, train_data, config, backbone: "Task | None" = None) -> "Task":
+        """An untrained task: preprocessing fitted on `train_data` and a freshly built model."""
+        if backbone is not None:
+            raise ValueError(f"{cls.__name__} cannot start from a pretrained backbone.")
+        preprocessor = cls.fit_preprocessor(train_data, config)
+        return cls(cls.build_model(preprocessor, config), preprocessor, config)
+
+    def fit(self, train_data, validation_data=None, output_dir: str | Path | None = None, verbose="auto") -> dict:
+        """Trains `self.model` on read data; returns (and writes) the run's metrics."""
+        training = self.config.training
+        train_ds = self.dataset(train_data, training=True)
+        val_ds = None if validation_data is None else self.dataset(validation_data)
+        steps_per_epoch = math.ceil(len(train_data) / training.batch_size)
+        self.compile(total_steps=training.epochs * steps_per_epoch)
+        callbacks: list[keras.callbacks.Callback] = []
+        if val_ds is not None and training.early_stopping_patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(patience=training.early_stopping_patience, restore_best_weights=True)
+            )
+        if output_dir is not None:
+            output_dir = Path(output_dir)
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
+            callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(output_dir / "backup")))
+        start = time.perf_counter()
+        history = self.model.fit(train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks, verbose=verbose)
+        metrics = {
+            "domain": self.domain,
+            "train_seconds": round(time.perf_counter() - start, 2),
+            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        }
+        if validation_data is not None:
+            metrics["validation"] = self.evaluate(validation_data)
+        if output_dir is not None:
+            write_json_atomic(output_dir / "metrics.json", metrics)
+        return metrics
+
+    # Inference and persistence -----------------------------------------------------------
+
+    def evaluate(self, data) -> dict:
+        """Metrics of the model on `data` (a path or DataFrame the domain reads)."""
+        dataset = self.dataset(self.read(data, self.config))
+        return {k: float(v) for k, v in self.model.evaluate(dataset, return_dict=True, verbose=0).items()}
+
+    def predict(self, inputs):
+        raise NotImplementedError
+
+    def cli_predict(self, values: list[str]):
+        """Predictions for command-line inputs, as JSON-ready data."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Saves to a folder: `model.keras` and `task.json` (config + preprocessing assets).
+
+        The folder is replaced only once the new one is completely written.
+        """
+        path = Path(path)
+        with staged_directory(path, overwrite=True) as staging:
+            self.model.save(staging / "model.keras")
+            write_json_atomic(
+                staging / "task.json",
+                {
+                    "domain": self.domain,
+                    "suite_version": __version__,
+                    "config": to_dict(self.config),
+                    "preprocessor": self.preprocessor.get_config(),
+                },
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Task":
+        """Loads a task saved by `save`; on `Task` itself it dispatches on the saved domain."""
+        path = Path(path)
+        manifest_path = path / "task.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{path} is not a saved task: {manifest_path} is missing.")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        task_class = TASKS.get(manifest["domain"])
+        if task_class is None:
+            raise ValueError(f"{path} holds a {manifest['domain']!r} task; known domains: {sorted(TASKS)}.")
+        if cls is not Task and task_class is not cls:
+            raise ValueError(f"{path} holds a {task_class.__name__}, not a {cls.__name__}.")
+        config = from_dict(task_class.config_class, manifest["config"])
+        preprocessor = task_class.preprocessor_class.from_config(manifest["preprocessor"])
+        model = keras.saving.load_model(path / "model.keras", compile=False)
+        return task_class(model, preprocessor, config)
+
+    def export(
+        self,
+        export_dir: str | Path = "saved_models",
+        model_name: str | None = None,
+        version: int | None = None,
+        jit_compile: bool = False,
+    ) -> Path:
+        """Writes a standalone SavedModel to `export_dir/<model_name>/<version>/`.
+
+        It serves with only `tensorflow` and `tensorflow_text` imported: preprocessing and
+        postprocessing are in the graph. Signatures are traced without XLA unless
+        `jit_compile` (stock TF Serving cannot run XLA-compiled functions).
+        """
+        model_fn = tf.function(lambda inputs: self.model(inputs, training=False), jit_compile=jit_compile)
+        return write_saved_model(
+            self.serving_endpoints(model_fn),
+            [self.model, *self.export_resources()],
+            export_dir,
+            model_name or self.domain,
+            version,
+        )
