@@ -1,0 +1,406 @@
+"""Text classification data: reading tables, WordPiece tokenization in the graph, tf.data batches.
+
+Rules for awkward input:
+- Empty or missing text is kept as "" and tokenizes to just `[CLS]`.
+- A missing label (empty cell, NaN, None, blank string) is an error naming the rows.
+- Bytes that are not valid UTF-8 become U+FFFD: at read time (`encoding_errors="replace"`, `bytes`
+  cells decoded with `errors="replace"`) and again inside the graph (`tf.strings.unicode_transcode`),
+  so a served model treats them as training did.
+- Labels are normalised: integers, integral floats and integer strings become `int`, other labels
+  stripped `str`. `label_names` are their `str` forms, sorted (integers first, numerically, then
+  strings). An unknown label at evaluation is an error naming it and the known ones.
+- Normalisation is BERT uncased (`lower_case=True`: NFD, strip accents, lower-case, via
+  `tf_text.FastBertNormalizer`); with `lower_case=False` text is only cleaned and stays cased.
+- Token ids: `[PAD]`=0, `[UNK]`=1, `[CLS]`=2, `[SEP]`=3, `[MASK]`=4; sequences are `[CLS]` + word
+  pieces, truncated to the sequence length; `padding_mask` is `token_ids != 0`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(RESERVED_TOKENS))
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+           ".parquet": "parquet", ".pq": "parquet"}
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+_INTEGER = re.compile(r"[+-]?\d+")
+_TOKENIZE_CHUNK = 1024
+
+
+def read_text_table(
+    source: str | Path | pd.DataFrame,
+    text_column: str | Sequence[str] = "text",
+    label_column: str | None = "label",
+    *,
+    multi_label: bool = False,
+    label_delimiter: str = "|",
+) -> pd.DataFrame:
+    """Reads texts (and labels) into a DataFrame with columns `text` (str) and `label`.
+
+    `source` is a DataFrame or a file whose format follows its extension (optionally compressed,
+    e.g. `.csv.gz`): `.csv` (standard quoting), `.tsv` (tab, no quoting, GLUE style), `.jsonl` /
+    `.ndjson` (one object a line), `.json` (records) or `.parquet`. `label_column=None` reads
+    unlabeled text (no `label` column). `text_column` may list candidates: the first one the
+    table has is read (SST-2's `train.tsv` says `sentence`, its `dev.tsv` `content`). Single-label cells become `int` or `str`; with
+    `multi_label=True` each cell is a list (JSONL/Parquet/DataFrame) or a string split on
+    `label_delimiter`, and becomes a tuple of labels (possibly empty).
+    """
+    candidates = (text_column,) if isinstance(text_column, str) else tuple(text_column)
+    if not candidates or not all(isinstance(c, str) for c in candidates) or not (
+            label_column is None or isinstance(label_column, str)):
+        raise TypeError(f"read_text_table: text_column and label_column must be strings (label_column may "
+                        f"be None), got {text_column!r} and {label_column!r}.")
+    if not isinstance(label_delimiter, str) or not label_delimiter:
+        raise ValueError(f"read_text_table: label_delimiter must be a non-empty string, got {label_delimiter!r}.")
+    if isinstance(source, pd.DataFrame):
+        table, where = source, "DataFrame"
+    elif isinstance(source, (str, Path)):
+        table, where = _load(Path(source)), str(source)
+    else:
+        raise TypeError(f"read_text_table: source must be a path or a DataFrame, got {type(source).__name__}.")
+    text_column = next((c for c in candidates if c in table.columns), candidates[0])
+    for column in (text_column, label_column):
+        if column is not None and column not in table.columns:
+            raise ValueError(f"read_text_table: {where} has no column {column!r}; "
+                             f"columns are {[str(c) for c in table.columns]}.")
+    frame = pd.DataFrame({"text": pd.Series([_text(v) for v in table[text_column]], dtype=object)})
+    if label_column is not None:
+        labels = _labels(list(table[label_column]), multi_label, label_delimiter, label_column, where)
+        frame["label"] = pd.Series(labels, dtype=object)
+    return frame
+
+
+def _load(path: Path) -> pd.DataFrame:
+    suffixes = [s.lower() for s in path.suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes.pop()
+    fmt = FORMATS.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        raise ValueError(f"read_text_table: cannot tell the format of {str(path)!r}; "
+                         f"expected one of the extensions {sorted(FORMATS)}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"read_text_table: no such file {str(path)!r}.")
+    text = {"encoding": "utf-8-sig", "encoding_errors": "replace"}
+    if fmt in ("csv", "tsv"):
+        quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+        return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", quoting=quoting, dtype=object,
+                           keep_default_na=False, na_values=[""], **text)
+    if fmt == "parquet":
+        return pd.read_parquet(path)
+    return pd.read_json(path, lines=fmt == "jsonl", dtype=False, convert_dates=False, **text)
+
+
+def _is_missing(value: object) -> bool:
+    if isinstance(value, (list, tuple, np.ndarray, str)):
+        return isinstance(value, str) and not value.strip()
+    return value is None or bool(pd.isna(value))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value
+    return "" if _is_missing(value) else str(value)
+
+
+def _scalar_label(value: object) -> int | str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not float(value).is_integer():
+            raise ValueError(f"labels must be strings or integers, got the float {value!r}.")
+        return int(value)
+    text = str(value).strip()
+    return int(text) if _INTEGER.fullmatch(text) else text
+
+
+def _labels(values: list, multi_label: bool, delimiter: str, column: str, where: str) -> list:
+    missing = [i for i, v in enumerate(values) if _is_missing(v)]
+    if missing:
+        raise ValueError(f"read_text_table: {where} has {len(missing)} missing label(s) in column {column!r}, "
+                         f"at row(s) {missing[:10]} (0-based, header excluded); every example needs a label.")
+    labels = []
+    for row, value in enumerate(values):
+        try:
+            if isinstance(value, (list, tuple, np.ndarray)):
+                if not multi_label:
+                    raise ValueError("the cell holds a list; pass multi_label=True for multi-label data")
+                labels.append(tuple(_scalar_label(v) for v in value))
+            elif multi_label:
+                parts = [p for p in _text(value).split(delimiter) if p.strip()]
+                labels.append(tuple(_scalar_label(p) for p in parts))
+            else:
+                labels.append(_scalar_label(value))
+        except ValueError as error:
+            raise ValueError(f"read_text_table: {where}, column {column!r}, row {row}: {error}.") from None
+    return labels
+
+
+def _as_table(data: pd.DataFrame | Sequence[str], multi_label: bool) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        return read_text_table(data, label_column="label" if "label" in data.columns else None,
+                               multi_label=multi_label)
+    if isinstance(data, (str, bytes)) or not isinstance(data, Sequence | np.ndarray | pd.Series):
+        raise TypeError(f"expected a DataFrame or a sequence of strings, got {type(data).__name__}.")
+    return read_text_table(pd.DataFrame({"text": list(data)}), label_column=None)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+class TextPreprocessor(tf.Module):
+    """WordPiece vocabulary, label names and tokenization shared by tf.data and the export graph.
+
+    A `tf.Module`: attach it to the exported module so the tokenizer travels with the SavedModel.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Sequence[str],
+        label_names: Sequence[str] = (),
+        multi_label: bool = False,
+        lower_case: bool = True,
+        bucket_lengths: Sequence[int] = (32, 64, 128),
+    ):
+        super().__init__(name="text_preprocessor")
+        vocabulary = tuple(str(token) for token in vocabulary)
+        if vocabulary[: len(RESERVED_TOKENS)] != RESERVED_TOKENS or len(vocabulary) <= len(RESERVED_TOKENS):
+            raise ValueError(f"vocabulary must start with {list(RESERVED_TOKENS)} and hold more tokens, "
+                             f"got {list(vocabulary[:8])}... ({len(vocabulary)} tokens).")
+        buckets = tuple(_positive_int("bucket_lengths entries", b) for b in bucket_lengths)
+        if not buckets or min(buckets) < 2 or list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"bucket_lengths must be strictly increasing integers >= 2, got {list(bucket_lengths)}.")
+        names = tuple(str(name) for name in label_names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"label_names must be unique, got {list(names)}.")
+        self.vocabulary, self.label_names, self.bucket_lengths = vocabulary, names, buckets
+        self.multi_label, self.lower_case = bool(multi_label), bool(lower_case)
+        self._label_ids = {name: i for i, name in enumerate(names)}
+        self._normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=self.lower_case)
+        self._tokenizer = tf_text.FastWordpieceTokenizer(
+            list(vocabulary), token_out_type=tf.int32, unknown_token="[UNK]", no_pretokenization=False)
+
+    @classmethod
+    def fit(
+        cls,
+        data: pd.DataFrame | Sequence[str],
+        *,
+        vocabulary_size: int = 8000,
+        lower_case: bool = True,
+        bucket_lengths: Sequence[int] = (32, 64, 128),
+    ) -> TextPreprocessor:
+        """Learns the vocabulary (about `vocabulary_size` tokens) and the label names from training data.
+
+        Multi-label is inferred from the labels being tuples (see `read_text_table`); a table without
+        a `label` column (or a list of texts) gives a preprocessor without labels, e.g. for MLM.
+        """
+        import keras_hub
+
+        vocabulary_size = _positive_int("vocabulary_size", vocabulary_size)
+        if vocabulary_size <= len(RESERVED_TOKENS):
+            raise ValueError(f"vocabulary_size must exceed the {len(RESERVED_TOKENS)} reserved tokens, "
+                             f"got {vocabulary_size}.")
+        labels = data["label"] if isinstance(data, pd.DataFrame) and "label" in data.columns else []
+        multi_label = len(labels) > 0 and all(isinstance(v, (list, tuple, np.ndarray)) for v in labels)
+        table = _as_table(data, multi_label)
+        if table.empty:
+            raise ValueError("TextPreprocessor.fit: the training data holds no texts.")
+        normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=bool(lower_case))
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(table["text"].tolist(), tf.string))
+        texts = texts.batch(_TOKENIZE_CHUNK).map(lambda t: normalizer.normalize(_valid_utf8(t)))
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            texts, vocabulary_size, reserved_tokens=list(RESERVED_TOKENS))
+        names = _label_names(table["label"], multi_label) if "label" in table.columns else ()
+        return cls(vocabulary, names, multi_label, lower_case, bucket_lengths)
+
+    def with_labels(self, data: pd.DataFrame) -> TextPreprocessor:
+        """The same vocabulary with label names (and multi-label flag) taken from `data`."""
+        if not isinstance(data, pd.DataFrame) or "label" not in data.columns:
+            raise ValueError("with_labels: data must be a DataFrame with a 'label' column (see read_text_table).")
+        multi_label = len(data) > 0 and all(isinstance(v, (list, tuple, np.ndarray)) for v in data["label"])
+        names = _label_names(_as_table(data, multi_label)["label"], multi_label)
+        return TextPreprocessor(self.vocabulary, names, multi_label, self.lower_case, self.bucket_lengths)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self.vocabulary)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def sequence_length(self) -> int:
+        """The longest bucket: texts are truncated to this many tokens, `[CLS]` included."""
+        return self.bucket_lengths[-1]
+
+    def tf_token_ids(self, strings: tf.Tensor | Sequence[str], max_length: int | None = None) -> tf.RaggedTensor:
+        """Strings `(batch,)` -> ragged int32 ids `(batch, (len))`: `[CLS]` + word pieces, len <= max_length."""
+        max_length = _positive_int("max_length", max_length or self.sequence_length)
+        strings = tf.convert_to_tensor(strings, dtype=tf.string)
+        pieces = self._tokenizer.tokenize(self._normalizer.normalize(_valid_utf8(strings)))
+        pieces = pieces[:, : max_length - 1]
+        cls = tf.fill(tf.stack([pieces.nrows(), 1]), tf.constant(CLS_ID, tf.int32))
+        return tf.concat([tf.RaggedTensor.from_tensor(cls, row_splits_dtype=pieces.row_splits.dtype), pieces], axis=1)
+
+    def tf_tokenize(self, strings: tf.Tensor | Sequence[str], sequence_length: int | None = None
+                    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Strings `(batch,)` -> `token_ids (batch, L)` int32 and `padding_mask (batch, L)` bool, L static.
+
+        L defaults to `sequence_length`; longer texts are truncated. Empty strings and a batch of 0 work.
+        """
+        length = _positive_int("sequence_length", sequence_length or self.sequence_length)
+        token_ids = self.tf_token_ids(strings, length).to_tensor(default_value=PAD_ID, shape=[None, length])
+        return token_ids, tf.not_equal(token_ids, PAD_ID)
+
+    def encode_labels(self, labels: Sequence) -> np.ndarray:
+        """Labels -> class ids `(n,)` int32, or multi-hot `(n, num_labels)` float32 when multi-label."""
+        if not self.label_names:
+            raise ValueError("encode_labels: this preprocessor has no label names; fit it on labeled data "
+                             "or call with_labels(train_df).")
+        if self.multi_label:
+            encoded = np.zeros((len(labels), self.num_labels), np.float32)
+            for row, value in enumerate(labels):
+                for label in value if isinstance(value, (list, tuple, np.ndarray)) else [value]:
+                    encoded[row, self._label_id(label, row)] = 1.0
+            return encoded
+        return np.array([self._label_id(v, row) for row, v in enumerate(labels)], np.int32).reshape(-1)
+
+    def _label_id(self, label: object, row: int) -> int:
+        name = str(_scalar_label(label))
+        if name not in self._label_ids:
+            raise ValueError(f"unknown label {name!r} at row {row}; the model knows the labels {list(self.label_names)}.")
+        return self._label_ids[name]
+
+    def dataset(self, data: pd.DataFrame | Sequence[str], batch_size: int, *, shuffle: bool = False,
+                training: bool = False, seed: int | None = None) -> tf.data.Dataset:
+        """Batches `({"token_ids", "padding_mask"}, labels)`; inputs only when `data` has no `label` column.
+
+        Shapes `(b, L)` with L one of `bucket_lengths`. With `shuffle` or `training`, examples are grouped
+        by length (`bucket_by_sequence_length`, order not kept; `training` drops each bucket's last partial
+        batch). Otherwise order is kept and each batch is padded to the smallest bucket that fits it.
+        Labels: `(b,)` int32 class ids, or `(b, num_labels)` float32 multi-hot.
+        """
+        table = _as_table(data, self.multi_label)
+        targets = self.encode_labels(table["label"]) if "label" in table.columns else None
+        return self._batches(table["text"].tolist(), targets, batch_size, shuffle, training, seed)
+
+    def unlabeled_dataset(self, texts: pd.DataFrame | Sequence[str], batch_size: int, *, shuffle: bool = False,
+                          training: bool = False, seed: int | None = None,
+                          mask_rate: float | None = None) -> tf.data.Dataset:
+        """Batches `{"token_ids", "padding_mask"}` (as `dataset`, labels ignored) for MLM pretraining.
+
+        With `mask_rate`, yields `(masked_inputs, target_ids, weights)` from `mask_tokens`, masks drawn
+        afresh each epoch (deterministic per `seed`).
+        """
+        table = _as_table(texts, False)
+        batches = self._batches(table["text"].tolist(), None, batch_size, shuffle, training, seed)
+        if mask_rate is None:
+            return batches
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+        def mask(inputs: dict, draw: tf.Tensor) -> tuple:
+            masked, targets, weights = mask_tokens(inputs["token_ids"], inputs["padding_mask"],
+                                                   tf.stack([draw, tf.constant(0, tf.int64)]),
+                                                   vocab_size=self.vocabulary_size, rate=mask_rate)
+            return {"token_ids": masked, "padding_mask": inputs["padding_mask"]}, targets, weights
+
+        return tf.data.Dataset.zip(batches, seeds).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _batches(self, texts: list[str], targets: np.ndarray | None, batch_size: int, shuffle: bool,
+                 training: bool, seed: int | None) -> tf.data.Dataset:
+        batch_size = _positive_int("batch_size", batch_size)
+        columns = (tf.constant(texts, tf.string),) + (() if targets is None else (targets,))
+        examples = (tf.data.Dataset.from_tensor_slices(columns).batch(_TOKENIZE_CHUNK)
+                    .map(lambda text, *rest: (self.tf_token_ids(text), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+                    .unbatch().map(lambda ids, *rest: (tf.convert_to_tensor(ids), *rest)).cache())
+        if shuffle:
+            examples = examples.shuffle(max(len(texts), 1), seed=seed, reshuffle_each_iteration=True)
+        if shuffle or training:
+            batches = examples.bucket_by_sequence_length(
+                lambda ids, *rest: tf.shape(ids)[0], [length + 1 for length in self.bucket_lengths],
+                [batch_size] * (len(self.bucket_lengths) + 1), pad_to_bucket_boundary=True,
+                drop_remainder=training)
+        else:
+            buckets = tf.constant(self.bucket_lengths, tf.int32)
+
+            def to_bucket(ids: tf.Tensor, *rest: tf.Tensor) -> tuple:
+                width = tf.shape(ids)[1]
+                target = tf.reduce_min(tf.boolean_mask(buckets, buckets >= width))
+                return (tf.pad(ids, [[0, 0], [0, target - width]], constant_values=PAD_ID), *rest)
+
+            batches = examples.padded_batch(batch_size).map(to_bucket)
+
+        def to_inputs(ids: tf.Tensor, *rest: tf.Tensor):
+            inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, PAD_ID)}
+            return (inputs, *rest) if rest else inputs
+
+        return batches.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    def get_config(self) -> dict:
+        return {"vocabulary": list(self.vocabulary), "label_names": list(self.label_names),
+                "multi_label": self.multi_label, "lower_case": self.lower_case,
+                "bucket_lengths": list(self.bucket_lengths)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> TextPreprocessor:
+        expected = {"vocabulary", "label_names", "multi_label", "lower_case", "bucket_lengths"}
+        unknown, missing = sorted(set(config) - expected), sorted(expected - set(config))
+        if unknown or missing:
+            raise ValueError(f"TextPreprocessor.from_config: unknown keys {unknown}, missing keys {missing}; "
+                             f"expected {sorted(expected)}.")
+        return cls(**config)
+
+
+def _label_names(labels: pd.Series, multi_label: bool) -> tuple[str, ...]:
+    values = {v for cell in labels for v in cell} if multi_label else set(labels)
+    if not values:
+        raise ValueError("TextPreprocessor: the training labels are empty; at least one label is needed.")
+    return tuple(str(v) for v in sorted(values, key=lambda v: (0, v, "") if isinstance(v, int) else (1, 0, v)))
+
+
+def _valid_utf8(strings: tf.Tensor) -> tf.Tensor:
+    return tf.strings.unicode_transcode(strings, "UTF-8", "UTF-8", errors="replace")
+
+
+def mask_tokens(token_ids: tf.Tensor, padding_mask: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
+                rate: float = 0.15, mask_id: int = MASK_ID,
+                first_regular_id: int = len(RESERVED_TOKENS)) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """BERT masking of `token_ids (b, L)`: returns `masked_ids (b, L)`, `target_ids (b, L)`, `weights (b, L)`.
+
+    Each real token (not padding, id >= `first_regular_id`, so never `[CLS]`/`[UNK]`/...) is selected
+    with probability `rate`; a selected token becomes `[MASK]` (80%), a random regular token (10%) or
+    stays (10%). `weights` is 1.0 at selected positions. `seed` is a stateless seed `(2,)`.
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"mask_tokens: rate must be in (0, 1), got {rate!r}.")
+    if vocab_size <= first_regular_id:
+        raise ValueError(f"mask_tokens: vocab_size {vocab_size} leaves no regular token to draw.")
+    token_ids = tf.convert_to_tensor(token_ids, tf.int32)
+    shape = tf.shape(token_ids)
+    select_seed, action_seed, random_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    selectable = tf.logical_and(tf.cast(padding_mask, tf.bool), token_ids >= first_regular_id)
+    selected = tf.logical_and(selectable, tf.random.stateless_uniform(shape, select_seed) < rate)
+    action = tf.random.stateless_uniform(shape, action_seed)
+    random_ids = tf.random.stateless_uniform(shape, random_seed, minval=first_regular_id, maxval=vocab_size,
+                                             dtype=tf.int32)
+    masked = tf.where(tf.logical_and(selected, action < 0.8), tf.constant(mask_id, tf.int32), token_ids)
+    masked = tf.where(tf.logical_and(selected, action >= 0.9), random_ids, masked)
+    return masked, token_ids, tf.cast(selected, tf.float32)
