@@ -1,0 +1,79 @@
+"""Decoding PNG/JPEG files and bytes with tf.io, shared by `read_images` and the export graph."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
+MAX_NAMED = 5
+
+
+def read_folder(root: pathlib.Path) -> tuple[list[np.ndarray], list[str], list[int], tuple[str, ...]]:
+    """`root/<class>/<image>` -> (images `(H_i, W_i, c_i)` uint8 as stored, paths, class ids, class names).
+
+    Classes are the sorted sub-folder names (hidden ones skipped); files without a PNG/JPEG extension are
+    ignored; every unreadable or undecodable file is collected and reported by path in one ValueError.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"source {str(root)!r} is not a directory (expected root/<class>/<image>.png).")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise ValueError(f"source {str(root)!r} has no class sub-folders (expected root/<class>/<image>.png).")
+    items, names, ids, failures = [], [], [], []
+    for class_id, class_dir in enumerate(class_dirs):
+        files = sorted(f for f in class_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"class folder {str(class_dir)!r} has no {'/'.join(IMAGE_EXTENSIONS)} files.")
+        for path in files:
+            try:
+                image = tf.io.decode_image(path.read_bytes(), channels=0, expand_animations=False)
+            except OSError as error:
+                failures.append(f"{str(path)!r}: {error.strerror or error}")
+                continue
+            except tf.errors.OpError as error:
+                failures.append(f"{str(path)!r}: {_clean_tf_message(error.message)}")
+                continue
+            items.append(image.numpy())
+            names.append(str(path))
+            ids.append(class_id)
+    if failures:
+        more = f"; and {len(failures) - MAX_NAMED} more" if len(failures) > MAX_NAMED else ""
+        listed = "; ".join(failures[:MAX_NAMED])
+        raise ValueError(f"could not read {len(failures)} image file(s): {listed}{more}")
+    return items, names, ids, tuple(d.name for d in class_dirs)
+
+
+def _clean_tf_message(message: str) -> str:
+    return re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", message).strip()
+
+
+def tf_convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """`(..., H, W, c)` with c in 1..4 -> float32 `(..., H, W, channels)` for channels 1 or 3.
+
+    Alpha (c = 2 or 4) is dropped, not composited; gray -> RGB repeats the channel; RGB -> gray is the
+    ITU-R 601 luma that `tf.image.rgb_to_grayscale` uses.
+    """
+    image = tf.cast(image, tf.float32)
+    has_color = tf.shape(image)[-1] >= 3
+    if channels == 1:
+        return tf.cond(
+            has_color,
+            lambda: tf.reduce_sum(image[..., :3] * tf.constant(LUMA_WEIGHTS), axis=-1, keepdims=True),
+            lambda: image[..., :1],
+        )
+    return tf.cond(has_color, lambda: image[..., :3], lambda: tf.repeat(image[..., :1], 3, axis=-1))
+
+
+def tf_decode_image(encoded: tf.Tensor, channels: int, size: tuple[int, int]) -> tf.Tensor:
+    """Scalar tf.string of JPEG/PNG bytes (any size) -> float32 `(H, W, channels)` in [0, 255].
+
+    Same conversion and bilinear resize as `read_images`, so a file and its bytes give the same pixels.
+    """
+    image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
+    image = tf.image.resize(tf_convert_channels(image, channels), size)
+    return tf.ensure_shape(image, (*size, channels))
