@@ -1,5 +1,8 @@
 """One task per domain; importing this package registers them all in `TASKS`."""
 
 from suite.tasks.base import TASKS, Task, TrainingConfig
+from suite.tasks.forecasting import Forecaster
+from suite.tasks.masked_lm import MaskedLMPretrainer
+from suite.tasks.text_classification import TextClassifier
 
-__all__ = ["TASKS", "Task", "TrainingConfig"]
+__all__ = ["TASKS", "Forecaster", "MaskedLMPretrainer", "Task", "TextClassifier", "TrainingConfig"]

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,6 +19,9 @@ from suite.export import write_saved_model
 from suite.io import staged_directory, write_json_atomic
 
 TASKS: dict[str, type["Task"]] = {}
+
+# Bucketed datasets have no known length, so Keras says so at the end of every epoch.
+warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
 @dataclasses.dataclass
@@ -51,6 +55,11 @@ def warmup_cosine(training: TrainingConfig, total_steps: int) -> keras.optimizer
         warmup_target=training.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+
+
+def inference_function(model: keras.Model, jit_compile: bool = True):
+    """`model(inputs, training=False)` as a `tf.function`, XLA-compiled when `jit_compile`."""
+    return tf.function(lambda inputs: model(inputs, training=False), jit_compile=jit_compile)
 
 
 class Task:
@@ -99,8 +108,11 @@ class Task:
         """Compiles `self.model` (optimizer, loss, metrics) with `jit_compile=True`."""
         raise NotImplementedError
 
-    def serving_endpoints(self, model_fn) -> dict:
-        """`{signature_name: (fn, input_signature)}` for export; `model_fn` runs the model."""
+    def serving_endpoints(self, jit_compile: bool) -> dict:
+        """`{signature_name: (fn, input_signature)}` for export; one is `serving_default`.
+
+        Run Keras models inside them through `inference_function(model, jit_compile)`.
+        """
         raise NotImplementedError
 
     def export_resources(self) -> list:
@@ -193,7 +205,9 @@ class Task:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
             callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(output_dir / "backup")))
         start = time.perf_counter()
-        history = self.model.fit(train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks, verbose=verbose)
+        history = self.model.fit(
+            train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks, shuffle=False, verbose=verbose
+        )
         metrics = {
             "domain": self.domain,
             "train_seconds": round(time.perf_counter() - start, 2),
@@ -254,7 +268,9 @@ class Task:
         config = from_dict(task_class.config_class, manifest["config"])
         preprocessor = task_class.preprocessor_class.from_config(manifest["preprocessor"])
         model = keras.saving.load_model(path / "model.keras", compile=False)
-        return task_class(model, preprocessor, config)
+        task = task_class(model, preprocessor, config)
+        task.compile(total_steps=1)
+        return task
 
     def export(
         self,
@@ -269,9 +285,8 @@ class Task:
         postprocessing are in the graph. Signatures are traced without XLA unless
         `jit_compile` (stock TF Serving cannot run XLA-compiled functions).
         """
-        model_fn = tf.function(lambda inputs: self.model(inputs, training=False), jit_compile=jit_compile)
         return write_saved_model(
-            self.serving_endpoints(model_fn),
+            self.serving_endpoints(jit_compile),
             [self.model, *self.export_resources()],
             export_dir,
             model_name or self.domain,

@@ -1,0 +1,223 @@
+"""Text classification: WordPiece tokens -> TextEncoder -> pooling -> softmax/sigmoid head."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from suite.backbone import BackboneConfig
+from suite.data.text import TextPreprocessor, read_text_table
+from suite.layers import SequencePooling
+from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_cosine
+from suite.tasks.text_encoder import TextEncoder, embed_texts, text_inputs
+
+
+@dataclasses.dataclass
+class TextDataConfig:
+    """Where the text and labels are. `text_columns`: the first one present in a file is read
+    (SST-2 calls it `sentence` in train.tsv and `content` in dev.tsv)."""
+
+    train: str = "data/text_classification/train.csv"
+    validation: str | None = "data/text_classification/valid.csv"
+    test: str | None = "data/text_classification/test.csv"
+    text_columns: tuple[str, ...] = ("text",)
+    label_column: str = "label"
+    multi_label: bool = False
+    label_delimiter: str = "|"
+
+
+def _default_text_backbone() -> BackboneConfig:
+    return BackboneConfig(num_layers=2, d_model=128, num_heads=4, ff_dim=512, dropout=0.1, position="learned", max_length=128)
+
+
+@dataclasses.dataclass
+class TextModelConfig:
+    """Vocabulary, sequence buckets and backbone shared by the classifier and the pretrainer."""
+
+    vocabulary_size: int = 8000
+    lower_case: bool = True
+    bucket_lengths: tuple[int, ...] = (32, 64, 128)
+    backbone: BackboneConfig = dataclasses.field(default_factory=_default_text_backbone)
+
+    def __post_init__(self):
+        if self.backbone.position == "learned" and self.backbone.max_length < max(self.bucket_lengths):
+            raise ValueError(
+                f"backbone.max_length ({self.backbone.max_length}) must cover the longest bucket "
+                f"({max(self.bucket_lengths)})."
+            )
+
+
+@dataclasses.dataclass
+class TextClassificationConfig(TextModelConfig):
+    data: TextDataConfig = dataclasses.field(default_factory=TextDataConfig)
+    pooling: str = "first"
+    head_dropout: float = 0.1
+    training: TrainingConfig = dataclasses.field(
+        default_factory=lambda: TrainingConfig(epochs=3, batch_size=64, learning_rate=1e-3)
+    )
+
+
+def read_texts(data, data_config: TextDataConfig, labeled: bool = True) -> pd.DataFrame:
+    """Reads a table with the configured columns (see `read_text_table`); a DataFrame already
+    in `text`/`label` form passes through."""
+    if isinstance(data, pd.DataFrame) and "text" in data.columns:
+        text_columns, label_column = ("text",), "label"
+    else:
+        text_columns, label_column = data_config.text_columns, data_config.label_column
+    return read_text_table(
+        data,
+        text_column=text_columns,
+        label_column=label_column if labeled else None,
+        multi_label=data_config.multi_label,
+        label_delimiter=data_config.label_delimiter,
+    )
+
+
+class TextClassifier(Task):
+    """Classifies texts (single- or multi-label) with a Transformer encoder.
+
+    `TextClassifier.train(df_or_path, validation_data=..., backbone=pretrainer)` fine-tunes
+    from a `MaskedLMPretrainer` (its vocabulary and backbone are then used).
+    """
+
+    domain = "text_classification"
+    config_class = TextClassificationConfig
+    preprocessor_class = TextPreprocessor
+
+    @classmethod
+    def read(cls, data, config):
+        return read_texts(data, config.data)
+
+    @classmethod
+    def fit_preprocessor(cls, train_data, config):
+        return TextPreprocessor.fit(
+            train_data,
+            vocabulary_size=config.vocabulary_size,
+            lower_case=config.lower_case,
+            bucket_lengths=config.bucket_lengths,
+        )
+
+    @classmethod
+    def create(cls, train_data, config, backbone: Task | None = None) -> "TextClassifier":
+        if backbone is None:
+            return super().create(train_data, config)
+        if not hasattr(backbone, "encoder"):
+            raise ValueError(f"backbone must be a trained MaskedLMPretrainer, got {type(backbone).__name__}.")
+        config = dataclasses.replace(
+            config,
+            vocabulary_size=backbone.config.vocabulary_size,
+            lower_case=backbone.config.lower_case,
+            bucket_lengths=backbone.config.bucket_lengths,
+            backbone=backbone.config.backbone,
+        )
+        preprocessor = backbone.preprocessor.with_labels(train_data)
+        task = cls(cls.build_model(preprocessor, config), preprocessor, config)
+        task.encoder.set_weights(backbone.encoder.get_weights())
+        return task
+
+    @classmethod
+    def build_model(cls, preprocessor, config) -> keras.Model:
+        inputs = text_inputs()
+        states = TextEncoder(preprocessor.vocabulary_size, config.backbone, name="text_encoder")(inputs)
+        pooled = SequencePooling(config.pooling, name="pooling")(states, padding_mask=inputs["padding_mask"])
+        hidden = keras.layers.Dropout(config.head_dropout, name="head_dropout")(pooled)
+        logits = keras.layers.Dense(preprocessor.num_labels, dtype="float32", name="logits")(hidden)
+        return keras.Model(inputs, logits, name="text_classifier")
+
+    @property
+    def encoder(self) -> TextEncoder:
+        return self.model.get_layer("text_encoder")
+
+    @property
+    def embedding_model(self) -> keras.Model:
+        """Inputs -> pooled sentence states `(batch, d_model)` (before normalisation)."""
+        return keras.Model(self.model.inputs, self.model.get_layer("pooling").output)
+
+    def dataset(self, data, training: bool = False) -> tf.data.Dataset:
+        training_config = self.config.training
+        return self.preprocessor.dataset(
+            data, training_config.batch_size, shuffle=training, training=training, seed=training_config.seed
+        )
+
+    def compile(self, total_steps: int) -> None:
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=warmup_cosine(self.config.training, total_steps),
+            weight_decay=self.config.training.weight_decay,
+        )
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "embeddings"])
+        if self.preprocessor.multi_label:
+            loss = keras.losses.BinaryCrossentropy(from_logits=True)
+            metrics = [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        self.model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=True)
+
+    def _probabilities(self, logits):
+        return tf.sigmoid(logits) if self.preprocessor.multi_label else tf.nn.softmax(logits, axis=-1)
+
+    def predict(self, texts) -> dict:
+        """Labels of `texts` (a string or a list): `{"label": (n,) str, "class_id": (n,) int,
+        "probabilities": (n, num_labels)}`; multi-label models give `label` as lists of names
+        with probability >= 0.5 and `class_id` as multi-hot."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        names = np.array(self.preprocessor.label_names, dtype=object)
+        if not texts:
+            probabilities = np.zeros((0, len(names)), np.float32)
+        else:
+            logits = self.model.predict(self.preprocessor.dataset(texts, self.config.training.batch_size), verbose=0)
+            probabilities = self._probabilities(logits).numpy()
+        if self.preprocessor.multi_label:
+            chosen = probabilities >= 0.5
+            return {"label": [list(names[row]) for row in chosen], "class_id": chosen.astype(np.int32),
+                    "probabilities": probabilities}
+        class_id = probabilities.argmax(axis=-1).astype(np.int32)
+        return {"label": names[class_id].astype(str), "class_id": class_id, "probabilities": probabilities}
+
+    def embed(self, texts, batch_size: int = 64) -> np.ndarray:
+        """L2-normalised sentence vectors `(n, d_model)`: the pooled states the head reads."""
+        return embed_texts(self.preprocessor, self.embedding_model, texts, batch_size)
+
+    def cli_predict(self, values: list[str]):
+        result = self.predict(values)
+        return [
+            {"text": text, "label": label, "probabilities": dict(zip(self.preprocessor.label_names, map(float, p)))}
+            for text, label, p in zip(values, result["label"], result["probabilities"])
+        ]
+
+    def export_resources(self) -> list:
+        return [self.preprocessor]
+
+    def serving_endpoints(self, jit_compile: bool) -> dict:
+        classify = inference_function(self.model, jit_compile)
+        pool = inference_function(self.embedding_model, jit_compile)
+        preprocessor = self.preprocessor
+        label_names = tf.constant(preprocessor.label_names)
+        multi_label = preprocessor.multi_label
+
+        def tokenize(text):
+            token_ids, padding_mask = preprocessor.tf_tokenize(text)
+            return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+        def serve(text):
+            probabilities = self._probabilities(classify(tokenize(text)))
+            if multi_label:
+                class_id = tf.cast(probabilities >= 0.5, tf.int32)
+                label = tf.strings.reduce_join(
+                    tf.where(class_id > 0, label_names[None, :], ""), axis=-1, separator="|"
+                )
+                label = tf.strings.regex_replace(tf.strings.regex_replace(label, r"\|+", "|"), r"^\||\|$", "")
+            else:
+                class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+                label = tf.gather(label_names, class_id)
+            return {"label": label, "class_id": class_id, "probabilities": probabilities}
+
+        def embed(text):
+            return {"embedding": tf.math.l2_normalize(tf.cast(pool(tokenize(text)), tf.float32), axis=-1)}
+
+        signature = [tf.TensorSpec([None], tf.string, name="text")]
+        return {"serving_default": (serve, signature), "embed": (embed, signature)}
