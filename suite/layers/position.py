@@ -91,8 +91,13 @@ class LearnedPositionEmbedding(keras.layers.Layer):
         elif seq_len is not None and seq_len > self.sequence_length:
             table = self.interpolated(length=seq_len)
         else:
-            table = ops.slice(self.embeddings, (start_index, 0), (ops.shape(inputs)[-2], ops.shape(inputs)[-1]))
+            table = ops.slice(
+                ops.convert_to_tensor(self.embeddings), (start_index, 0), (ops.shape(inputs)[-2], ops.shape(inputs)[-1])
+            )
         return ops.broadcast_to(ops.cast(table, self.compute_dtype), ops.shape(inputs))
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
 
     def get_config(self):
         return {
