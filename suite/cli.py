@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -58,7 +59,21 @@ def _train(domain: str, argv: list[str]) -> dict:
     return summary
 
 
+def _run(args: argparse.Namespace, rest: list[str]):
+    if args.command == "train":
+        return _train(args.domain, rest)
+    from suite.tasks import Task
+
+    task = Task.load(args.task)
+    if args.command == "evaluate":
+        return task.evaluate(args.data)
+    if args.command == "predict":
+        return task.cli_predict(args.inputs)
+    return {"export": str(task.export(args.export_dir, args.model_name, args.version, args.jit_compile))}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs the `suite` command; its result goes to stdout as JSON, progress to stderr."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="suite", description="Train, evaluate, predict with and export suite tasks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,23 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--jit-compile", action="store_true", help="trace serving functions with XLA")
 
     args, rest = parser.parse_known_args(argv)
+    if args.command == "train" and args.domain not in _tasks():
+        parser.error(f"unknown domain {args.domain!r}; choose from {sorted(_tasks())}")
+    if args.command != "train" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        if args.command == "train":
-            if args.domain not in _tasks():
-                parser.error(f"unknown domain {args.domain!r}; choose from {sorted(_tasks())}")
-            result = _train(args.domain, rest)
-        else:
-            if rest:
-                parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            from suite.tasks import Task
-
-            task = Task.load(args.task)
-            if args.command == "evaluate":
-                result = task.evaluate(args.data)
-            elif args.command == "predict":
-                result = task.cli_predict(args.inputs)
-            else:
-                result = {"export": str(task.export(args.export_dir, args.model_name, args.version, args.jit_compile))}
+        with contextlib.redirect_stdout(sys.stderr):
+            result = _run(args, rest)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"suite {args.command}: error: {error}", file=sys.stderr)
         return 2
