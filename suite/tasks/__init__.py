@@ -4,5 +4,6 @@ from suite.tasks.base import TASKS, Task, TrainingConfig
 from suite.tasks.forecasting import Forecaster
 from suite.tasks.masked_lm import MaskedLMPretrainer
 from suite.tasks.text_classification import TextClassifier
+from suite.tasks.translation import Translator
 
-__all__ = ["TASKS", "Forecaster", "MaskedLMPretrainer", "Task", "TextClassifier", "TrainingConfig"]
+__all__ = ["TASKS", "Forecaster", "MaskedLMPretrainer", "Task", "TextClassifier", "TrainingConfig", "Translator"]
