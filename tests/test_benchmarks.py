@@ -33,6 +33,7 @@ def test_bench_backbone_quick_prints_one_json_object(repo_root):
         for mode in ("train", "inference"):
             figures = result["blocks"][name][mode]
             assert figures["tokens_per_s"] > 0 and figures["gflops_per_s"] > 0
+            assert figures["cpu_seconds_median"] > 0 and figures["fraction_of_matmul_peak_cpu"] > 0
             assert figures["seconds_min"] <= figures["seconds_median"] <= figures["seconds_max"]
     assert set(result["suite_speedup"]) == {"train_wall", "train_cpu", "inference_wall", "inference_cpu"}
     for peer, difference in result["max_abs_diff_vs_suite"].items():
