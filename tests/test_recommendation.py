@@ -1,0 +1,152 @@
+"""Recommender: causal masking, a learnable item cycle, exclude-seen, OOV, save/load, export, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite.backbone import BackboneConfig
+from suite.cli import main
+from suite.config import ConfigError
+from suite.tasks import Recommender, Task
+from suite.tasks.recommendation import training_windows
+from suite.tasks.sasrec import SASRec
+
+CYCLE = [f"c{i:02d}" for i in range(20)]
+TINY_BACKBONE = {"num_layers": 1, "d_model": 32, "num_heads": 2, "ff_dim": 32, "dropout": 0.0, "max_length": 8}
+TINY = {
+    "max_length": 8,
+    "eval_negatives": 10,
+    "backbone": TINY_BACKBONE,
+    "training": {"epochs": 40, "batch_size": 32, "learning_rate": 0.01, "warmup_fraction": 0.0},
+}
+SERVE = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    served = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    out = served(history=tf.constant(json.loads(sys.argv[2])), k=tf.constant(int(sys.argv[3])))
+    print(json.dumps({"imported_suite": any(m == "suite" or m.startswith("suite.") for m in sys.modules),
+                      "item_ids": out["item_ids"].numpy().astype(str).tolist(),
+                      "scores": out["scores"].numpy().tolist()}))
+""")
+
+
+def cycle_interactions(users: int = 64, events: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Every user walks the item cycle c00 -> c01 -> ... -> c19 -> c00 from a random start."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{user}", CYCLE[(start + step) % len(CYCLE)], step)
+            for user, start in enumerate(rng.integers(0, len(CYCLE), users)) for step in range(events)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+@pytest.fixture(scope="module")
+def recommender() -> Recommender:
+    return Recommender.train(cycle_interactions(), TINY, verbose=0)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="loss must be one of"):
+        Recommender.resolve_config(None, {"loss": "hinge"})
+    with pytest.raises(ConfigError, match=r"backbone.max_length \(20\) must cover max_length \(50\)"):
+        Recommender.resolve_config({"max_length": 50, "backbone": {"max_length": 20}})
+    with pytest.raises(ConfigError, match="causal"):
+        Recommender.resolve_config({"backbone": {"causal": False}})
+
+
+def test_yaml_config_loads(repo_root):
+    config = Recommender.resolve_config(repo_root / "tasks" / "configs" / "recommendation.yaml")
+    assert config.data.path.endswith("ml-100k/u.data") and config.backbone.causal
+
+
+def test_states_at_t_ignore_later_items():
+    model = SASRec(12, BackboneConfig(**{**TINY_BACKBONE, "num_layers": 2, "causal": True, "position": "learned"}))
+    table = np.asarray(model.item_embedding.embeddings)
+    first = np.array([[0, 0, 3, 4, 5, 6, 7, 8]], np.int32)
+    second = first.copy()
+    second[0, 5:] = [11, 2, 9]
+    states = [np.asarray(model({"item_ids": ids}, training=False)) for ids in (first, second)]
+    scores = [s @ table.T for s in states]
+    # Positions 0-1 are padding: their states are never read.
+    np.testing.assert_allclose(scores[0][:, 2:5], scores[1][:, 2:5], atol=1e-5)
+    assert np.abs(scores[0][:, 5:] - scores[1][:, 5:]).max() > 1e-3
+
+
+def test_training_windows_cover_long_sequences():
+    interactions = cycle_interactions(users=2, events=10)
+    windows = training_windows(interactions, length=4, stride=3)
+    sequences = windows.interactions.groupby("user_id", sort=False)["item_id"].agg(list)
+    assert len(windows) == 2 * 3 and all(len(s) == 4 for s in sequences)
+    assert {item for s in sequences for item in s} == set(interactions["item_id"])
+    assert len(training_windows(interactions, 4, 0)) == 2
+
+
+def test_tiny_model_learns_the_item_cycle(recommender):
+    test = recommender.evaluate(cycle_interactions(users=40, seed=1))
+    assert test["users"] == 40
+    assert test["model"]["full"]["HR@10"] == 1.0 and test["model"]["full"]["MRR"] > 0.9
+    assert test["model"]["sampled"]["NDCG@10"] > 0.9
+    assert set(test) == {"users", "model", "most_popular", "cooccurrence"}
+    assert test["model"]["full"]["MRR"] > test["most_popular"]["full"]["MRR"]
+    top = recommender.recommend({"a": ["c03", "c04", "c05"], "b": ["c18", "c19"]}, k=2)
+    assert top["users"].tolist() == ["a", "b"]
+    assert top["item_ids"][:, 0].tolist() == ["c06", "c00"]
+    assert top["scores"].shape == (2, 2) and (top["scores"][:, 0] > top["scores"][:, 1]).all()
+
+
+def test_exclude_seen_drops_the_history(recommender):
+    history = ["c03", "c04", "c05", "c06", "c07"]
+    excluded = recommender.recommend([history], k=100)
+    assert excluded["item_ids"].shape == (1, 20)
+    assert not set(excluded["item_ids"][0, :15]) & set(history)
+    assert np.isneginf(excluded["scores"][0, 15:]).all()
+    kept = recommender.recommend([history], k=20, exclude_seen=False)
+    assert set(history) <= set(kept["item_ids"][0]) and np.isfinite(kept["scores"]).all()
+    with pytest.raises(TypeError, match=r"user_histories\[0\] must be a list of item IDs"):
+        recommender.recommend(["c01"])
+
+
+def test_save_and_load_round_trip(recommender, tmp_path):
+    recommender.save(tmp_path / "task")
+    loaded = Task.load(tmp_path / "task")
+    assert isinstance(loaded, Recommender) and loaded.preprocessor.vocabulary == recommender.preprocessor.vocabulary
+    history = recommender.preprocessor.encode_histories([["c01", "c02"], ["c10"]])
+    np.testing.assert_allclose(loaded.item_scores(history), recommender.item_scores(history), atol=1e-5)
+
+
+def test_export_serves_item_ids_in_a_fresh_process(recommender, tmp_path):
+    histories = [["c07", "c08", "c09", ""], ["c02", "never-seen", "", ""], ["", "", "", ""], ["?", "c11", "c12", "c13"]]
+    path = recommender.export(tmp_path / "exports")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", SERVE, str(path), json.dumps(histories), "3"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    served = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not served["imported_suite"]
+    expected = recommender.recommend(histories, k=3)
+    assert served["item_ids"] == expected["item_ids"].tolist()
+    np.testing.assert_allclose(served["scores"], expected["scores"], atol=1e-4)
+    assert served["item_ids"][0][0] == "c10" and served["item_ids"][3][0] == "c14"
+    assert not {"", "[OOV]"} & {item for row in served["item_ids"] for item in row}
+
+
+def test_cli_trains_on_the_sample_predicts_and_exports(repo_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    code = main([
+        "train", "recommendation", "--data.path", "data/recommendation/interactions.csv",
+        "--max_length", "8", "--loss", "sampled", "--eval_negatives", "20", "--backbone.num_layers", "1",
+        "--backbone.d_model", "16", "--backbone.ff_dim", "16", "--backbone.max_length", "8",
+        "--training.epochs", "1", "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"),
+    ])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["users"] == 200 and set(metrics["validation"]["model"]) == {"full", "sampled"}
+    assert summary["export"].endswith("recommendation/1")
+    assert main(["predict", str(tmp_path / "run" / "task"), "i001,i002,i003"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert len(predicted[0]["recommendations"]) == 10
+    assert not {"i001", "i002", "i003"} & {r["item_id"] for r in predicted[0]["recommendations"]}
