@@ -62,6 +62,10 @@ def _train(domain: str, argv: list[str]) -> dict:
 def _run(args: argparse.Namespace, rest: list[str]):
     if args.command == "train":
         return _train(args.domain, rest)
+    if args.command == "serving-config":
+        from suite.export import write_serving_config
+
+        return {"models_config": str(write_serving_config(args.export_dir, args.output))}
     from suite.tasks import Task
 
     task = Task.load(args.task)
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--model-name", help="default: the domain")
     export.add_argument("--version", type=int, help="default: the next integer version")
     export.add_argument("--jit-compile", action="store_true", help="trace serving functions with XLA")
+    config = commands.add_parser("serving-config", help="write models.config listing every exported model")
+    config.add_argument("--export-dir", type=Path, default=Path("saved_models"))
+    config.add_argument("--output", type=Path, help="default: <export-dir>/models.config")
 
     args, rest = parser.parse_known_args(argv)
     if args.command == "train" and args.domain not in _tasks():

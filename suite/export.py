@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import keras
 
-from suite.io import staged_directory
+from suite.io import staged_directory, write_json_atomic, write_text_atomic
 
 Endpoint = tuple[Callable, list]
 
@@ -27,6 +27,7 @@ def write_saved_model(
     export_dir: str | Path,
     model_name: str,
     version: int | None = None,
+    example_inputs: dict | None = None,
 ) -> Path:
     """Writes a SavedModel to `export_dir/model_name/version` and returns that path.
 
@@ -34,6 +35,9 @@ def write_saved_model(
     `serving_default`. `resources` are the Keras models and TF trackables (tokenizers,
     lookup tables) the endpoints use. `version` defaults to the next integer; an existing
     version is never overwritten, and the folder appears only once completely written.
+    Beside the SavedModel, `signature.json` lists each signature's inputs and outputs and,
+    given `example_inputs` (the columnar `inputs` of a REST `:predict` body for
+    `serving_default`), an example request.
     """
     if "serving_default" not in endpoints:
         raise ValueError(f"endpoints must include 'serving_default', got {sorted(endpoints)}.")
@@ -51,10 +55,53 @@ def write_saved_model(
         archive = keras.export.ExportArchive()
         for resource in resources:
             archive.track(resource)
-        for name, (fn, signature) in endpoints.items():
-            archive.add_endpoint(name, fn, signature)
+        traced = {name: archive.add_endpoint(name, fn, signature) for name, (fn, signature) in endpoints.items()}
         archive.write_out(str(staging), verbose=False)
+        write_json_atomic(staging / "signature.json", describe_signatures(traced, model_name, example_inputs))
     return final
+
+
+def _tensor_specs(structure) -> dict:
+    return {
+        name: {"dtype": spec.dtype.name, "shape": [None if d is None else int(d) for d in spec.shape]}
+        for name, spec in structure.items()
+    }
+
+
+def describe_signatures(traced: dict, model_name: str, example_inputs: dict | None = None) -> dict:
+    """Inputs, outputs and dtypes of each traced endpoint, plus a REST example request."""
+    signatures = {}
+    for name, function in traced.items():
+        concrete = function.get_concrete_function()
+        inputs = {spec.name: spec for spec in concrete.structured_input_signature[0]}
+        signatures[name] = {"inputs": _tensor_specs(inputs), "outputs": _tensor_specs(concrete.structured_outputs)}
+    description = {"model_name": model_name, "signatures": signatures}
+    if example_inputs is not None:
+        description["example_request"] = {
+            "url": f"http://localhost:8501/v1/models/{model_name}:predict",
+            "body": {"signature_name": "serving_default", "inputs": example_inputs},
+        }
+    return description
+
+
+def serving_config(export_dir: str | Path) -> str:
+    """The `model_config_list` text proto listing every model under `export_dir` that has at
+    least one integer version, for `tensorflow_model_server --model_config_file`."""
+    export_dir = Path(export_dir).resolve()
+    models = sorted(p for p in export_dir.iterdir() if p.is_dir() and existing_versions(p)) if export_dir.is_dir() else []
+    if not models:
+        raise FileNotFoundError(f"No exported model (a folder with integer versions) under {export_dir}.")
+    entries = "".join(
+        f"  config {{\n    name: \"{model.name}\"\n    base_path: \"{model}\"\n    model_platform: \"tensorflow\"\n  }}\n"
+        for model in models
+    )
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+def write_serving_config(export_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Writes `serving_config(export_dir)` to `path` (default `export_dir/models.config`)."""
+    path = Path(path) if path is not None else Path(export_dir) / "models.config"
+    return write_text_atomic(path, serving_config(export_dir))
 
 
 def load_saved_model(path: str | Path):

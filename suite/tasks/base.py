@@ -119,6 +119,10 @@ class Task:
         """TF trackables (tokenizers, lookup tables) the serving endpoints use."""
         return []
 
+    def example_inputs(self) -> dict | None:
+        """A `serving_default` request's columnar `inputs` (JSON-ready), for `signature.json`."""
+        return None
+
     # Training ----------------------------------------------------------------------------
 
     @classmethod
@@ -291,4 +295,5 @@ class Task:
             export_dir,
             model_name or self.domain,
             version,
+            self.example_inputs(),
         )

@@ -160,6 +160,9 @@ class MaskedLMPretrainer(Task):
     def export_resources(self) -> list:
         return [self.preprocessor]
 
+    def example_inputs(self) -> dict:
+        return {"text": ["a gripping, funny film"]}
+
     def serving_endpoints(self, jit_compile: bool) -> dict:
         pool = inference_function(self.embedding_model, jit_compile)
         preprocessor = self.preprocessor

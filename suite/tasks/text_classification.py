@@ -192,6 +192,9 @@ class TextClassifier(Task):
     def export_resources(self) -> list:
         return [self.preprocessor]
 
+    def example_inputs(self) -> dict:
+        return {"text": ["a gripping, funny film", "flat and tedious"]}
+
     def serving_endpoints(self, jit_compile: bool) -> dict:
         classify = inference_function(self.model, jit_compile)
         pool = inference_function(self.embedding_model, jit_compile)
