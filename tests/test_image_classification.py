@@ -1,5 +1,6 @@
 """ImageClassifier: ViT stem shapes, position interpolation, augmentation, learning, save/load, export, CLI."""
 
+import base64
 import json
 import os
 import subprocess
@@ -89,8 +90,13 @@ def test_augmentation_only_in_training(classifier):
     plain = ImageClassifier.create(data, ImageClassifier.resolve_config(
         TINY, {"label_smoothing": 0.0, "augmentation.enabled": False}))
     assert not plain.one_hot and plain.augmentation is None
-    labels = np.concatenate([y for _, y in plain.dataset(data, training=True)])
-    assert labels.shape == (16,)
+    assert np.concatenate([y for _, y in plain.dataset(data, training=True)]).shape == (16,)
+    mixing = ImageClassifier.create(data, ImageClassifier.resolve_config(
+        TINY, {"label_smoothing": 0.0, "augmentation.rand_augment": True, "augmentation.mixup": True}))
+    assert mixing.one_hot
+    images, labels = next(iter(mixing.dataset(data, training=True)))
+    assert images.shape == (16, 8, 8, 1) and float(tf.reduce_min(tf.reduce_max(labels, -1))) < 1.0
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in mixing.dataset(data)]), data.images)
 
 
 def test_tiny_model_learns_three_classes(classifier):
@@ -162,6 +168,8 @@ def test_export_serves_png_bytes_and_pixels_from_a_fresh_process(classifier, tmp
     path.write_bytes(png(np.repeat(image, 3, axis=-1)))
     export = classifier.export(tmp_path / "exports", model_name="shapes")
     assert export == tmp_path / "exports" / "shapes" / "1"
+    request = json.loads((export / "signature.json").read_text())["example_request"]["body"]["inputs"]
+    assert tf.io.decode_png(base64.b64decode(request["image_bytes"][0]["b64"])).shape == (8, 8, 1)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-c", SERVE, str(export), str(path)], capture_output=True, text=True,
                           env=env, cwd=tmp_path, check=True)

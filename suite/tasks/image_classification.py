@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 from pathlib import Path
@@ -39,14 +40,17 @@ class ImageDataConfig:
 
 @dataclasses.dataclass
 class AugmentationConfig:
-    """Train-time augmentation (`suite.data.images.ImageAugmentation`'s options); never at evaluation."""
+    """Train-time augmentation (`suite.data.images.ImageAugmentation`'s options); never at evaluation.
+
+    The defaults are mild, for tiny images such as the 8x8 digits; for photos turn on `rand_augment`
+    (keras-cv RandAugment), `horizontal_flip` and `mixup` / `cutmix`."""
 
     enabled: bool = True
-    translation: float = 0.1
-    rotation: float = 0.05
-    zoom: float = 0.1
+    translation: float = 0.05
+    rotation: float = 0.03
+    zoom: float = 0.05
     horizontal_flip: bool = False
-    rand_augment: bool = True
+    rand_augment: bool = False
     augmentations_per_image: int = 2
     magnitude: float = 0.2
     mixup: bool = False
@@ -72,7 +76,7 @@ class ImageClassificationConfig:
     top_k: int = 3
     augmentation: AugmentationConfig = dataclasses.field(default_factory=AugmentationConfig)
     training: TrainingConfig = dataclasses.field(
-        default_factory=lambda: TrainingConfig(epochs=60, batch_size=64, learning_rate=2e-3, weight_decay=0.05)
+        default_factory=lambda: TrainingConfig(epochs=100, batch_size=32, learning_rate=2e-3, weight_decay=0.05)
     )
 
     def __post_init__(self):
@@ -301,6 +305,10 @@ class ImageClassifier(Task):
             }
             for i, value in enumerate(values)
         ]
+
+    def example_inputs(self) -> dict:
+        blank = np.zeros((*self.preprocessor.image_size, self.preprocessor.channels), np.uint8)
+        return {"image_bytes": [{"b64": base64.b64encode(tf.io.encode_png(blank).numpy()).decode("ascii")}]}
 
     def serving_endpoints(self, jit_compile: bool) -> dict:
         """`serving_default`: `image_bytes` tf.string `(batch,)` of PNG/JPEG, any size; `predict_images` /
