@@ -165,12 +165,15 @@ class Translator(Task):
         return (beam_width or options.beam_width, max_length,
                 options.length_penalty if length_penalty is None else length_penalty, batch_size or options.batch_size)
 
-    def source_ids(self, texts: list[str]) -> tf.Tensor:
-        """Texts -> `(len(texts), S)` int32 source ids, `S` the smallest bucket length that fits."""
-        ids = self.preprocessor.tf_tokenize(tf.constant(texts, tf.string), "source")[:, : self.preprocessor.max_source_length]
-        longest = int(tf.reduce_max(ids.row_lengths())) if texts else 0
-        width = next(s for s, _ in self.preprocessor.bucket_shapes if s >= longest)
-        return ids.to_tensor(PAD_ID, shape=[len(texts), width])
+    def source_ids(self, texts) -> tf.Tensor:
+        """Texts `(batch,)` -> int32 source ids `(batch, S)`, truncated to `max_source_length` and
+        padded to `S`, the smallest bucket length that fits (TF ops: also used in the export)."""
+        preprocessor = self.preprocessor
+        ids = preprocessor.tf_tokenize(tf.convert_to_tensor(texts, tf.string), "source")
+        ids = ids[:, : preprocessor.max_source_length].to_tensor(PAD_ID)
+        bounds = tf.constant([s for s, _ in preprocessor.bucket_shapes], tf.int32)
+        width = tf.gather(bounds, tf.argmax(tf.cast(bounds >= tf.shape(ids)[1], tf.int32), output_type=tf.int32))
+        return tf.pad(ids, [[0, 0], [0, width - tf.shape(ids)[1]]])
 
     def translate_ids(self, texts, *, beam_width: int | None = None, max_length: int | None = None,
                       length_penalty: float | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
@@ -182,7 +185,7 @@ class Translator(Task):
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             rows = min(batch_size, 1 << (len(chunk) - 1).bit_length())
-            ids = self.source_ids(chunk + [""] * (rows - len(chunk)))
+            ids = self.source_ids(tf.constant(chunk + [""] * (rows - len(chunk)), tf.string))
             result = self._decoder(ids, max_length, beam_width, length_penalty)
             token_ids.append(result["token_ids"].numpy()[: len(chunk)])
             scores.append(result["scores"].numpy()[: len(chunk)])
@@ -233,9 +236,7 @@ class Translator(Task):
             run = tf.function(lambda ids: decode(model, ids, max_length, width, length_penalty), jit_compile=jit_compile)
 
             def serve(source):
-                ids = preprocessor.tf_tokenize(source, "source")[:, : preprocessor.max_source_length].to_tensor(PAD_ID)
-                ids = tf.pad(ids, [[0, 0], [0, 1]])  # one [PAD] column: empty batches and texts keep a key
-                result = run(ids)
+                result = run(self.source_ids(source))
                 return {"translation": preprocessor.tf_detokenize(result["token_ids"], "target"), **result}
 
             return serve
