@@ -36,7 +36,7 @@ import sacrebleu  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from suite.data.translation import END_ID, PAD_ID, START_ID  # noqa: E402
-from suite.tasks.decoding import _allowed_log_probs  # noqa: E402
+from suite.tasks.decoding import allowed_log_probs  # noqa: E402
 from suite.tasks.translation import Translator  # noqa: E402
 
 QUICK = {
@@ -87,7 +87,7 @@ def keras_hub_decoder(model, sampler, max_length: int):
         token = tf.slice(prompt, [0, step], [tf.shape(prompt)[0], 1])
         logits, updated = model.decode_step(token, {"self": cache["self"], "cross": cache["cross"]}, step, cache["mask"])
         # The same [PAD]/[START] ban as ours, so greedy outputs can match token for token.
-        return _allowed_log_probs(logits[:, 0]), None, {**updated, "mask": cache["mask"]}
+        return allowed_log_probs(logits[:, 0]), None, {**updated, "mask": cache["mask"]}
 
     @tf.function(jit_compile=True, autograph=False)
     def run(source_ids):

@@ -14,7 +14,7 @@ from suite.data.translation import END_ID, PAD_ID, START_ID
 _NEG_INF = float("-inf")
 
 
-def _allowed_log_probs(logits: tf.Tensor) -> tf.Tensor:
+def allowed_log_probs(logits: tf.Tensor) -> tf.Tensor:
     """Logits `(..., vocab)` -> log-probabilities with `[PAD]` and `[START]` made impossible."""
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
     vocab = tf.shape(log_probs)[-1]
@@ -55,7 +55,7 @@ def greedy_search(model, source_ids, max_length: int) -> dict[str, tf.Tensor]:
 
     def body(step, previous, tokens, scores, finished, cache):
         logits, cache = model.decode_step(previous[:, None], cache, step, encoder_mask)
-        log_probs = _allowed_log_probs(logits[:, 0])
+        log_probs = allowed_log_probs(logits[:, 0])
         token = tf.where(finished, PAD_ID, tf.argmax(log_probs, axis=-1, output_type=tf.int32))
         gain = tf.gather(log_probs, token, batch_dims=1)
         scores = scores + tf.where(finished, 0.0, gain)
@@ -104,7 +104,7 @@ def beam_search(model, source_ids, max_length: int, beam_width: int = 4, length_
 
     def body(step, previous, tokens, scores, lengths, finished, cache):
         logits, new_cache = model.decode_step(previous[:, None], cache, step, encoder_mask)
-        log_probs = tf.reshape(_allowed_log_probs(logits[:, 0]), [batch, k, vocab])
+        log_probs = tf.reshape(allowed_log_probs(logits[:, 0]), [batch, k, vocab])
         log_probs = tf.where(finished[:, :, None], pad_only, log_probs)
         candidates = scores[:, :, None] + log_probs
         candidate_lengths = tf.where(finished, lengths, step + 1)
