@@ -20,7 +20,7 @@ from suite.tasks import ImageClassifier
 CLASSES = ("bottom", "left", "top")
 TINY = {
     "patch_size": 2,
-    "backbone": {"num_layers": 1, "d_model": 16, "num_heads": 2, "ff_dim": 32, "dropout": 0.0},
+    "backbone": {"num_layers": 1, "d_model": 16, "num_heads": 2, "ff_dim": 32, "dropout": 0.0, "position": "none"},
     "head_dropout": 0.0,
     "augmentation": {"rand_augment": False, "rotation": 0.0, "zoom": 0.0},
     "training": {"epochs": 12, "batch_size": 16, "learning_rate": 0.005, "warmup_fraction": 0.0},
