@@ -187,7 +187,7 @@ def test_export_serves_png_bytes_and_pixels_from_a_fresh_process(classifier, tmp
     }
 
 
-def test_cli_trains_on_a_folder_predicts_and_exports(repo_root, tmp_path, capsys, monkeypatch):
+def test_cli_trains_on_a_folder_and_predicts_a_png(repo_root, tmp_path, capsys, monkeypatch):
     data = bars(8, seed=7)
     for i, (image, label) in enumerate(zip(data.images, data.labels)):
         path = tmp_path / "shapes" / CLASSES[label] / f"{i}.png"
@@ -198,14 +198,13 @@ def test_cli_trains_on_a_folder_predicts_and_exports(repo_root, tmp_path, capsys
         "train", "image_classification", "--data.train", str(tmp_path / "shapes"), "--data.test_fraction", "0.25",
         "--data.validation_fraction", "0", "--backbone.num_layers", "1", "--backbone.d_model", "16",
         "--backbone.ff_dim", "32", "--augmentation.rand_augment", "false", "--training.epochs", "1",
-        "--training.batch_size", "8", "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"),
+        "--training.batch_size", "8", "--output-dir", str(tmp_path / "run"),
     ])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out)
+    assert json.loads(capsys.readouterr().out)["saved_task"] == str(tmp_path / "run" / "task")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["split_sizes"] == {"train": 18, "validation": 0, "test": 6}
     assert set(metrics["test"]) == {"accuracy", "loss", "top_k_accuracy"}
-    assert summary["export"].endswith("image_classification/1")
     first = str(tmp_path / "shapes" / "top" / "20.png")
     assert main(["predict", str(tmp_path / "run" / "task"), first]) == 0
     predicted = json.loads(capsys.readouterr().out)[0]
