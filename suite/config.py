@@ -78,11 +78,22 @@ def from_dict(cls: type[T], values: dict, prefix: str = "") -> T:
         raise ConfigError(
             f"Unknown config key {prefix}{unknown[0]!s} for {cls.__name__}; known keys: {sorted(fields)}."
         )
-    converted = {name: _convert(value, hints[name], f"{prefix}{name}") for name, value in values.items()}
+    defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING}
+    converted = {
+        name: _convert(_over_default(value, defaults.get(name)), hints[name], f"{prefix}{name}")
+        for name, value in values.items()
+    }
     try:
         return cls(**converted)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from error
+
+
+def _over_default(value, default):
+    """A partial mapping for a nested dataclass field keeps the field's default for the keys it omits."""
+    if not (isinstance(value, dict) and dataclasses.is_dataclass(default)):
+        return value
+    return {**to_dict(default), **value}
 
 
 def to_dict(config) -> dict:
