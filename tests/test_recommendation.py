@@ -18,12 +18,14 @@ from suite.tasks.recommendation import training_windows
 from suite.tasks.sasrec import SASRec
 
 CYCLE = [f"c{i:02d}" for i in range(20)]
-TINY_BACKBONE = {"num_layers": 1, "d_model": 32, "num_heads": 2, "ff_dim": 32, "dropout": 0.0, "max_length": 8}
+TINY_BACKBONE = {"num_layers": 1, "d_model": 32, "num_heads": 2, "ff_dim": 32, "dropout": 0.0, "max_length": 8,
+                 "causal": True, "position": "learned"}
 TINY = {
     "max_length": 8,
+    "window_stride": 8,
     "eval_negatives": 10,
     "backbone": TINY_BACKBONE,
-    "training": {"epochs": 40, "batch_size": 32, "learning_rate": 0.01, "warmup_fraction": 0.0},
+    "training": {"epochs": 20, "batch_size": 32, "learning_rate": 0.01, "warmup_fraction": 0.0},
 }
 SERVE = textwrap.dedent("""
     import json, sys
@@ -56,6 +58,8 @@ def test_config_errors_name_the_key():
         Recommender.resolve_config({"max_length": 50, "backbone": {"max_length": 20}})
     with pytest.raises(ConfigError, match="causal"):
         Recommender.resolve_config({"backbone": {"causal": False}})
+    with pytest.raises(ConfigError, match="window_stride"):
+        Recommender.resolve_config({"window_stride": 60})
 
 
 def test_yaml_config_loads(repo_root):
@@ -64,7 +68,7 @@ def test_yaml_config_loads(repo_root):
 
 
 def test_states_at_t_ignore_later_items():
-    model = SASRec(12, BackboneConfig(**{**TINY_BACKBONE, "num_layers": 2, "causal": True, "position": "learned"}))
+    model = SASRec(12, BackboneConfig(**{**TINY_BACKBONE, "num_layers": 2}))
     table = np.asarray(model.item_embedding.embeddings)
     first = np.array([[0, 0, 3, 4, 5, 6, 7, 8]], np.int32)
     second = first.copy()
@@ -137,7 +141,7 @@ def test_cli_trains_on_the_sample_predicts_and_exports(repo_root, tmp_path, caps
     monkeypatch.chdir(repo_root)
     code = main([
         "train", "recommendation", "--data.path", "data/recommendation/interactions.csv",
-        "--max_length", "8", "--loss", "sampled", "--eval_negatives", "20", "--backbone.num_layers", "1",
+        "--max_length", "8", "--window_stride", "4", "--loss", "sampled", "--eval_negatives", "20", "--backbone.num_layers", "1",
         "--backbone.d_model", "16", "--backbone.ff_dim", "16", "--backbone.max_length", "8",
         "--training.epochs", "1", "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"),
     ])

@@ -46,21 +46,22 @@ class InteractionsDataConfig:
 
 def _default_backbone() -> BackboneConfig:
     return BackboneConfig(num_layers=2, d_model=64, num_heads=2, ff_dim=64, dropout=0.2, activation="gelu",
-                          causal=True, position="learned", max_length=200)
+                          causal=True, position="learned", max_length=50)
 
 
 @dataclasses.dataclass
 class RecommendationConfig:
-    """`max_length`: most recent items the model reads. `window_stride`: longer training
-    sequences also yield windows ending every `window_stride` items earlier (0: only the
-    most recent). `loss`: `softmax` over all items or `sampled` (binary cross-entropy against
-    `num_negatives` uniform negatives per position). `exclude_seen`: the export, evaluation's
-    full ranking and `recommend` by default drop the history's items. `eval_negatives`:
-    negatives per user of the sampled evaluation protocol."""
+    """`max_length`: most recent items the model reads. `window_stride` (at most
+    `max_length`): longer training sequences also yield windows ending every `window_stride`
+    items earlier (0: only the most recent). `loss`: `softmax` over all items or `sampled`
+    (binary cross-entropy against `num_negatives` uniform negatives per position).
+    `exclude_seen`: the export and evaluation's full ranking drop the history's items.
+    `eval_negatives`: negatives per user of the sampled evaluation protocol. Training has no
+    early stopping: validation metrics are computed once, after the last epoch."""
 
     data: InteractionsDataConfig = dataclasses.field(default_factory=InteractionsDataConfig)
-    max_length: int = 200
-    window_stride: int = 0
+    max_length: int = 50
+    window_stride: int = 50
     min_item_count: int = 1
     loss: str = "softmax"
     num_negatives: int = 1
@@ -68,17 +69,22 @@ class RecommendationConfig:
     eval_negatives: int = 100
     backbone: BackboneConfig = dataclasses.field(default_factory=_default_backbone)
     training: TrainingConfig = dataclasses.field(
-        default_factory=lambda: TrainingConfig(epochs=200, batch_size=128, learning_rate=1e-3, weight_decay=0.0)
+        default_factory=lambda: TrainingConfig(epochs=30, batch_size=64, learning_rate=3e-3, weight_decay=0.0,
+                                       warmup_fraction=0.0)
     )
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}.")
-        if self.max_length < 1 or self.window_stride < 0 or self.num_negatives < 1 or self.eval_negatives < 0:
-            raise ValueError(f"need max_length >= 1, window_stride >= 0, num_negatives >= 1, eval_negatives >= 0; got "
-                             f"{self.max_length}, {self.window_stride}, {self.num_negatives}, {self.eval_negatives}.")
+        if self.max_length < 1 or self.num_negatives < 1 or self.eval_negatives < 0:
+            raise ValueError(f"need max_length >= 1, num_negatives >= 1, eval_negatives >= 0; got "
+                             f"{self.max_length}, {self.num_negatives}, {self.eval_negatives}.")
+        if not 0 <= self.window_stride <= self.max_length:
+            raise ValueError(f"window_stride must be in [0, max_length={self.max_length}] (0: no windows), "
+                             f"got {self.window_stride}.")
         if self.backbone.max_length < self.max_length:
-            raise ValueError(f"backbone.max_length ({self.backbone.max_length}) must cover max_length ({self.max_length}).")
+            raise ValueError(f"backbone.max_length ({self.backbone.max_length}) must cover max_length "
+                             f"({self.max_length}).")
         if not self.backbone.causal or self.backbone.position != "learned":
             raise ValueError("backbone.causal must be true and backbone.position 'learned' (SASRec).")
 
@@ -95,14 +101,16 @@ class TrainingSequences:
 
 
 def training_windows(interactions: pd.DataFrame, length: int, stride: int) -> TrainingSequences:
-    """Each user's sequence, plus (with `stride > 0`) windows of `length` items ending every
-    `stride` items before its end, as pseudo-users `"<user>\\t<end>"`."""
+    """Each user's sequence; with `stride > 0` a sequence longer than `length` becomes windows
+    of `length` items ending at its end, every `stride` items earlier, and at `length` (so
+    every event is in one), as pseudo-users `"<user>\\t<end>"`."""
     if stride == 0:
         return TrainingSequences(interactions, int(interactions["user_id"].nunique()))
     rows = []
     for user, items in user_sequences(interactions).items():
         ends = [*range(len(items), length, -stride), length] if len(items) > length else [len(items)]
-        rows.extend((f"{user}\t{end}", item, step) for end in ends for step, item in enumerate(items[max(end - length, 0):end]))
+        for end in ends:
+            rows.extend((f"{user}\t{end}", item, step) for step, item in enumerate(items[max(end - length, 0):end]))
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
     return TrainingSequences(frame, int(frame["user_id"].nunique()))
 
@@ -272,7 +280,8 @@ class Recommender(Task):
         """Each value is one history: item IDs separated by commas or spaces."""
         histories = [value.replace(",", " ").split() for value in values]
         result = self.recommend(histories)
-        return [{"history": history, "recommendations": [{"item_id": i, "score": float(s)} for i, s in zip(ids, scores)]}
+        return [{"history": history,
+                 "recommendations": [{"item_id": i, "score": float(s)} for i, s in zip(ids, scores)]}
                 for history, ids, scores in zip(histories, result["item_ids"], result["scores"])]
 
     # Export ------------------------------------------------------------------------------

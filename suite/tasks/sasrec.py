@@ -48,7 +48,8 @@ class SASRec(keras.Model):
     def item_scores(self, item_ids) -> tf.Tensor:
         """Scores `(batch, vocabulary_size)` of the item following each sequence `(batch, seq_len)`."""
         states = self({"item_ids": item_ids}, training=False)[:, -1]
-        return ops.matmul(ops.cast(states, "float32"), ops.transpose(ops.cast(self.item_embedding.embeddings, "float32")))
+        table = ops.cast(self.item_embedding.embeddings, "float32")
+        return ops.matmul(ops.cast(states, "float32"), ops.transpose(table))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         targets, negatives = y if isinstance(y, (tuple, list)) else (y, None)
