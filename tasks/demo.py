@@ -7,13 +7,17 @@ demo ends by querying every export from a fresh process that imports only Tensor
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from suite.tasks import TextClassifier
+import tensorflow as tf
+
+from suite.data.images import read_images, train_validation_split
+from suite.tasks import ImageClassifier, Recommender, TextClassifier
 
 EXPORT_DIR = Path("saved_models")
 TINY_TEXT = {
@@ -32,7 +36,37 @@ def text_classification() -> tuple[Path, dict]:
     return classifier.export(EXPORT_DIR), request
 
 
-STAGES = [text_classification]
+TINY_VIT = {
+    "backbone": {"num_layers": 2, "d_model": 32, "num_heads": 2, "ff_dim": 64, "dropout": 0.0, "position": "none"},
+    "training": {"epochs": 15, "batch_size": 32, "learning_rate": 0.003},
+}
+
+
+def image_classification() -> tuple[Path, dict]:
+    train, test = train_validation_split(read_images("digits"), 0.2, seed=0)
+    vit = ImageClassifier.train(train, TINY_VIT, verbose=2)
+    print("test metrics:", vit.evaluate(test))
+    png = tf.io.encode_png(test.images[0].astype("uint8")).numpy()
+    print("request image: a digit", test.class_names[test.labels[0]], "as PNG")
+    return vit.export(EXPORT_DIR), {"inputs": {"image_bytes": [{"b64": base64.b64encode(png).decode("ascii")}]}}
+
+
+TINY_REC = {
+    "backbone": {"num_layers": 1, "d_model": 32, "num_heads": 2, "ff_dim": 32, "dropout": 0.1,
+                 "causal": True, "position": "learned", "max_length": 50},
+    "training": {"epochs": 10, "batch_size": 32, "learning_rate": 0.01, "warmup_fraction": 0.0},
+}
+
+
+def recommendation() -> tuple[Path, dict]:
+    sample = "data/recommendation/interactions.csv"
+    recommender = Recommender.train(sample, TINY_REC, verbose=2)
+    print("test metrics:", recommender.evaluate(sample)["model"])
+    request = {"inputs": {"history": [["i011", "i012", "i013"], ["i295", "i296", "not-an-item"]], "k": 5}}
+    return recommender.export(EXPORT_DIR), request
+
+
+STAGES = [text_classification, image_classification, recommendation]
 
 
 def main() -> None:
