@@ -1,0 +1,11 @@
+"""Trains the forecaster from `tasks/configs/forecasting.yaml`; flags override its keys.
+
+    python tasks/forecasting.py --horizon 192 --output-dir runs/forecasting
+"""
+
+import sys
+
+from suite.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", "forecasting", *sys.argv[1:]]))
