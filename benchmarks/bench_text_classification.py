@@ -3,10 +3,11 @@
 In one run, on `../shared/datasets/sst2/` (train on `train.tsv`, select on `validation.tsv`,
 report accuracy on the official dev set `dev.tsv`, 872 sentences):
   - `scratch`: `TextClassifier.train` with the default config `tasks/configs/text_classification.yaml`;
-  - `pretrained`: `MaskedLMPretrainer.train` (default config `tasks/configs/masked_lm.yaml`) on the
+  - `pretrained`: a `MaskedLMPretrainer` (default config `tasks/configs/masked_lm.yaml`) trained on the
     unlabeled training sentences, then `TextClassifier.train(..., backbone=pretrainer)`. SST-2's
-    training rows are phrases, most of them word spans of longer rows; MLM reads each sentence once:
-    the distinct rows that are not a span of a longer one (about 7,000 of the 64,000 rows);
+    training rows are phrases, most of them word spans of longer rows: the WordPiece vocabulary is
+    fitted on all rows (as the scratch classifier's), MLM reads each sentence once: the distinct rows
+    that are not a span of a longer one (about 7,000 of the 64,000 rows);
   - `tfidf_logreg`: scikit-learn TF-IDF (word 1-2 grams) + logistic regression, C chosen on validation.
 Each gets its wall-clock and CPU (user + system, this process) training time. The fine-tuned model is
 exported and its SavedModel, loaded with `tf.saved_model.load`, is timed on raw strings at batch 1 and
@@ -21,6 +22,7 @@ batch 64 (texts/s, medians over repetitions, after a warm-up call). Prints one J
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -76,7 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"smoke run: {QUICK_PHRASES} training phrases, a tiny model, 1 epoch each")
     parser.add_argument("--repetitions", type=int, default=5, help="timed repetitions of each serving batch")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON object to this file")
-    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity (stderr)")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                        help="Keras fit verbosity; progress goes to stderr")
     args = parser.parse_args(argv)
     for name in ("pretrain_epochs", "finetune_epochs"):
         value = getattr(args, name)
@@ -214,6 +217,45 @@ def serving_throughput(saved_model_dir: Path, texts: list[str], repetitions: int
     return figures
 
 
+def pretrain(train: pd.DataFrame, config, verbose: int) -> tuple[MaskedLMPretrainer, pd.DataFrame]:
+    """`MaskedLMPretrainer.train` with the vocabulary fitted on all training rows (as the classifier's
+    is: fitted on the distinct sentences alone it comes out about a third of the size) and MLM
+    run on the distinct sentences (`maximal_phrases`)."""
+    keras.utils.set_random_seed(config.training.seed)
+    pretrainer = MaskedLMPretrainer.create(MaskedLMPretrainer.read(train[["text"]], config), config)
+    sentences = MaskedLMPretrainer.read(pd.DataFrame({"text": maximal_phrases(train["text"].tolist())}), config)
+    pretrainer.training_metrics = pretrainer.fit(sentences, verbose=verbose)
+    return pretrainer, sentences
+
+
+def run_models(splits: dict, classifier_config, pretrain_config, verbose: int) -> tuple[dict, TextClassifier]:
+    """Figures of the baseline, the scratch and the pretrained-then-fine-tuned classifiers, and the latter."""
+    fit = {"validation_data": splits["validation"], "verbose": verbose}
+    figures = {"tfidf_logreg": tfidf_baseline(splits)}
+    with Stopwatch() as watch:
+        scratch = TextClassifier.train(splits["train"], classifier_config, **fit)
+    figures["scratch"] = transformer_figures(scratch, splits, watch)
+
+    with Stopwatch() as pretrain_watch:
+        pretrainer, sentences = pretrain(splits["train"], pretrain_config, verbose)
+    with Stopwatch() as watch:
+        finetuned = TextClassifier.train(splits["train"], classifier_config, backbone=pretrainer, **fit)
+    history = pretrainer.training_metrics["history"]
+    figures["pretrained"] = {
+        **transformer_figures(finetuned, splits, watch),
+        "pretrain": {
+            **pretrain_watch.as_dict(),
+            "sentences": len(sentences),
+            "epochs_run": len(history["loss"]),
+            "final_mlm_loss": round(history["loss"][-1], 4),
+            "final_mlm_accuracy": round(history["accuracy"][-1], 4),
+        },
+        "total_train_seconds": round(pretrain_watch.wall + watch.wall, 2),
+        "total_train_cpu_seconds": round(pretrain_watch.cpu + watch.cpu, 2),
+    }
+    return figures, finetuned
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     result = {"benchmark": "sst2_text_classification", "machine": machine_info(),
@@ -237,30 +279,8 @@ def main(argv=None) -> dict:
         "pretrain_epochs": pretrain_config.training.epochs,
         "sizes": {name: len(table) for name, table in splits.items()},
     }
-    fit = {"validation_data": splits["validation"], "verbose": args.verbose}
-
-    figures = {"tfidf_logreg": tfidf_baseline(splits)}
-    with Stopwatch() as watch:
-        scratch = TextClassifier.train(splits["train"], classifier_config, **fit)
-    figures["scratch"] = transformer_figures(scratch, splits, watch)
-
-    sentences = pd.DataFrame({"text": maximal_phrases(splits["train"]["text"].tolist())})
-    result["config"]["sizes"]["pretrain_sentences"] = len(sentences)
-    with Stopwatch() as pretrain_watch:
-        pretrainer = MaskedLMPretrainer.train(sentences, pretrain_config, verbose=args.verbose)
-    with Stopwatch() as watch:
-        finetuned = TextClassifier.train(splits["train"], classifier_config, backbone=pretrainer, **fit)
-    figures["pretrained"] = {
-        **transformer_figures(finetuned, splits, watch),
-        "pretrain": {
-            **pretrain_watch.as_dict(),
-            "epochs_run": len(pretrainer.training_metrics["history"]["loss"]),
-            "final_mlm_loss": round(pretrainer.training_metrics["history"]["loss"][-1], 4),
-            "final_mlm_accuracy": round(pretrainer.training_metrics["history"]["accuracy"][-1], 4),
-        },
-        "total_train_seconds": round(pretrain_watch.wall + watch.wall, 2),
-        "total_train_cpu_seconds": round(pretrain_watch.cpu + watch.cpu, 2),
-    }
+    with contextlib.redirect_stdout(sys.stderr):
+        figures, finetuned = run_models(splits, classifier_config, pretrain_config, args.verbose)
     result["figures"] = figures
 
     with tempfile.TemporaryDirectory() as export_dir:
