@@ -170,6 +170,8 @@ def main(argv=None) -> None:
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--eval-every-minutes", type=float, default=10.0)
     parser.add_argument("--eval-sentences", type=int, default=300)
+    parser.add_argument("--final-sentences", type=int, default=None, help="validation pairs for the final "
+                        "greedy and beam scores (default: all)")
     parser.add_argument("--decode-sentences", type=int, default=256)
     parser.add_argument("--decode-batch", type=int, default=32)
     parser.add_argument("--beam-width", type=int, default=4)
@@ -207,9 +209,10 @@ def main(argv=None) -> None:
     final = {}
     for width in (1, args.beam_width):
         start = time.perf_counter()
-        metrics = task.evaluate(validation, beam_width=width)
+        metrics = task.evaluate(validation.iloc[: args.final_sentences], beam_width=width)
         final[f"beam{width}"] = {k: round(v, 4) for k, v in metrics.items()} | {
             "seconds": round(time.perf_counter() - start, 1)}
+        print(json.dumps(final), file=sys.stderr, flush=True)
     decode = time_decoders(task, validation["source"].tolist()[: args.decode_sentences], args.decode_batch,
                            args.beam_width, args.repetitions)
     parameters = int(sum(np.prod(v.shape) for v in task.model.trainable_weights))
@@ -222,6 +225,7 @@ def main(argv=None) -> None:
                    "source_vocabulary": task.preprocessor.source_vocabulary_size,
                    "target_vocabulary": task.preprocessor.target_vocabulary_size,
                    "train_pairs": len(train), "validation_pairs": len(validation),
+                   "final_sentences": len(validation.iloc[: args.final_sentences]),
                    "budget_minutes": args.budget_minutes},
         "training": {"seconds": round(train_seconds, 1), "steps": budget.steps,
                      "epochs": round(budget.steps / steps_per_epoch, 2),
