@@ -17,7 +17,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from suite.data.images import read_images, train_validation_split
-from suite.tasks import ImageClassifier, Recommender, TextClassifier
+from suite.export import write_serving_config
+from suite.tasks import Forecaster, ImageClassifier, Recommender, TextClassifier, Translator
 
 EXPORT_DIR = Path("saved_models")
 TINY_TEXT = {
@@ -66,7 +67,41 @@ def recommendation() -> tuple[Path, dict]:
     return recommender.export(EXPORT_DIR), request
 
 
-STAGES = [text_classification, image_classification, recommendation]
+TINY_TRANSLATOR = {
+    "vocabulary_size": 800,
+    "max_source_length": 24,
+    "max_target_length": 24,
+    "num_buckets": 2,
+    "backbone": {"num_layers": 1, "d_model": 64, "num_heads": 4, "ff_dim": 128, "dropout": 0.0, "max_length": 24},
+    "decoding": {"beam_width": 1},
+    "training": {"epochs": 12, "batch_size": 32, "learning_rate": 0.003},
+}
+
+
+def translation() -> tuple[Path, dict]:
+    sample = Path("data/translation")
+    translator = Translator.train(sample / "train.tsv", TINY_TRANSLATOR, validation_data=sample / "valid.tsv", verbose=2)
+    print("validation metrics:", translator.evaluate(sample / "valid.tsv"))
+    return translator.export(EXPORT_DIR), {"inputs": {"source": ["A young man is riding a bike .", "Two dogs play ."]}}
+
+
+TINY_FORECASTER = {
+    "data": {"path": "data/forecasting/sample.csv", "split": [0.7, 0.1, 0.2], "seasonal_period": 24},
+    "lookback": 96,
+    "horizon": 24,
+    "backbone": {"num_layers": 1, "d_model": 16, "num_heads": 2, "ff_dim": 32, "dropout": 0.1, "max_length": 16},
+    "training": {"epochs": 5, "batch_size": 64, "learning_rate": 0.003},
+}
+
+
+def forecasting() -> tuple[Path, dict]:
+    forecaster = Forecaster.train(None, TINY_FORECASTER, verbose=2)
+    print("test metrics:", forecaster.evaluate())
+    history = forecaster.preprocessor.values(forecaster.read(None, forecaster.config))[-96:]
+    return forecaster.export(EXPORT_DIR), {"inputs": {"window": [history.round(3).tolist()]}}
+
+
+STAGES = [text_classification, translation, image_classification, forecasting, recommendation]
 
 
 def main() -> None:
@@ -84,6 +119,7 @@ def main() -> None:
             capture_output=True, text=True, check=True,
         )
         print(f"{name} ({path}):\n  request: {json.dumps(request)}\n  reply:   {reply.stdout.strip()}")
+    print(f"\nTF Serving config for every export: {write_serving_config(EXPORT_DIR)}")
 
 
 if __name__ == "__main__":

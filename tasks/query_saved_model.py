@@ -12,6 +12,7 @@ import base64
 import json
 import sys
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops used by text exports)
 
@@ -26,7 +27,7 @@ def _decode(value):
 
 def _plain(tensor: tf.Tensor):
     array = tensor.numpy()
-    return array.astype(str).tolist() if tensor.dtype == tf.string else array.tolist()
+    return np.char.decode(array.astype(bytes), "utf-8").tolist() if tensor.dtype == tf.string else array.tolist()
 
 
 def answer(path: str, request: dict) -> dict:
@@ -38,4 +39,4 @@ def answer(path: str, request: dict) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(answer(sys.argv[1], json.loads(sys.argv[2]))))
+    print(json.dumps(answer(sys.argv[1], json.loads(sys.argv[2])), ensure_ascii=False))

@@ -225,6 +225,9 @@ class Translator(Task):
     def export_resources(self) -> list:
         return [self.preprocessor]
 
+    def example_inputs(self) -> dict:
+        return {"source": ["A young man is riding a bike ."]}
+
     def serving_endpoints(self, jit_compile: bool) -> dict:
         """`serving_default`: greedy; `beam_search`: `decoding.beam_width` beams (when > 1).
         Both take `source` strings `(batch,)` and return `translation (batch,)`, `token_ids
