@@ -1,15 +1,18 @@
-"""Answer a TF Serving REST-style request from an exported SavedModel, importing only TensorFlow.
+"""Answer a TF Serving REST or gRPC request from an exported SavedModel, importing only TensorFlow.
 
     python tasks/query_saved_model.py saved_models/text_classification/1 \
         '{"signature_name": "serving_default", "inputs": {"text": ["a fine film"]}}'
 
 The request has the columnar `:predict` body (`inputs` maps input names to lists; binary
 strings as `{"b64": ...}`); the reply is `{"outputs": {...}}` as TF Serving would send it.
-This script never imports `suite`: it checks that an export stands alone.
+`grpc_request` and `grpc_answer` do the same with the gRPC `PredictRequest` / `PredictResponse`
+protos (`pip install tensorflow-serving-api`, the `serving` extra). This script never imports
+`suite`: it checks that an export stands alone.
 """
 
 import base64
 import json
+import os
 import sys
 
 import numpy as np
@@ -36,6 +39,46 @@ def answer(path: str, request: dict) -> dict:
     specs = signature.structured_input_signature[1]
     inputs = {name: tf.constant(_decode(value), dtype=specs[name].dtype) for name, value in request["inputs"].items()}
     return {"outputs": {name: _plain(tensor) for name, tensor in signature(**inputs).items()}}
+
+
+def grpc_request(signature_json: str | os.PathLike, inputs: dict | None = None):
+    """A `PredictRequest` for the export described by `signature_json` (its `signature.json`).
+
+    `inputs` are REST-style columnar inputs (default: the file's example request); each
+    becomes a TensorProto of the dtype the signature declares.
+    """
+    from tensorflow_serving.apis import predict_pb2
+
+    with open(signature_json, encoding="utf-8") as file:
+        description = json.load(file)
+    body = description.get("example_request", {}).get("body", {})
+    signature_name = body.get("signature_name", "serving_default")
+    inputs = body.get("inputs") if inputs is None else inputs
+    if inputs is None:
+        raise ValueError(f"{signature_json} has no example request; pass `inputs`.")
+    specs = description["signatures"][signature_name]["inputs"]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = description["model_name"]
+    request.model_spec.signature_name = signature_name
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(_decode(value), dtype=tf.as_dtype(specs[name]["dtype"])))
+    return request
+
+
+def grpc_answer(saved_model, request):
+    """The `PredictResponse` TF Serving would send for `request` (a `PredictRequest`);
+    `saved_model` is a loaded SavedModel or its path."""
+    from tensorflow_serving.apis import predict_pb2
+
+    if isinstance(saved_model, (str, os.PathLike)):
+        saved_model = tf.saved_model.load(str(saved_model))
+    signature = saved_model.signatures[request.model_spec.signature_name or "serving_default"]
+    outputs = signature(**{name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()})
+    response = predict_pb2.PredictResponse()
+    response.model_spec.CopyFrom(request.model_spec)
+    for name in request.output_filter or outputs:
+        response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name].numpy()))
+    return response
 
 
 if __name__ == "__main__":
