@@ -59,9 +59,35 @@ def _train(domain: str, argv: list[str]) -> dict:
     return summary
 
 
+def _bench(domain: str, argv: list[str]) -> dict:
+    from suite.bench import benchmark
+
+    task_class = _tasks()[domain]
+    parser = argparse.ArgumentParser(
+        prog=f"suite bench {domain}",
+        description="Speed of a task config: XLA training steps, Python-side inference and the exported "
+        "SavedModel's serving at batch 1 and 64 (warm-up and compilation timed apart). Prints one JSON object.",
+    )
+    parser.add_argument("--config", type=Path, help=f"YAML config (default: {CONFIG_DIR / domain}.yaml)")
+    parser.add_argument("--data", help="data in the domain's format (default: the config's training data)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps, inference batches and "
+                        "serving calls per batch size (default: 20)")
+    _add_config_flags(parser, task_class.config_class)
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    default_config = CONFIG_DIR / f"{domain}.yaml"
+    config_source = args.config or (default_config if default_config.is_file() else None)
+    overrides = _overrides(args)
+    config = task_class.resolve_config(config_source, overrides)
+    return benchmark(task_class, config, args.data, args.steps, source=config_source, overrides=overrides)
+
+
 def _run(args: argparse.Namespace, rest: list[str]):
     if args.command == "train":
         return _train(args.domain, rest)
+    if args.command == "bench":
+        return _bench(args.domain, rest)
     if args.command == "serving-config":
         from suite.export import write_serving_config
 
@@ -83,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a domain's task from its YAML config", add_help=False)
     train.add_argument("domain", help="text_classification, translation, image_classification, forecasting or recommendation")
+    bench = commands.add_parser("bench", help="speed of a domain's task config (training, inference, serving)",
+                                add_help=False)
+    bench.add_argument("domain", help="any domain `suite train` takes; the same --config and --<key> flags")
     evaluate = commands.add_parser("evaluate", help="metrics of a saved task on a data file")
     evaluate.add_argument("task", type=Path, help="a saved task folder")
     evaluate.add_argument("--data", required=True, help="data file in the domain's format")
@@ -100,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--output", type=Path, help="default: <export-dir>/models.config")
 
     args, rest = parser.parse_known_args(argv)
-    if args.command == "train" and args.domain not in _tasks():
+    if args.command in ("train", "bench") and args.domain not in _tasks():
         parser.error(f"unknown domain {args.domain!r}; choose from {sorted(_tasks())}")
-    if args.command != "train" and rest:
+    if args.command not in ("train", "bench") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         with contextlib.redirect_stdout(sys.stderr):

@@ -1,8 +1,10 @@
 """The demo: train each domain's task on the bundled samples, export it, and query the exports.
 
-Run from the repository root with `make demo`. Each stage trains a tiny model (Keras progress
-bars show the work), exports a SavedModel under `saved_models/<domain>/<version>/`, and the
-demo ends by querying every export from a fresh process that imports only TensorFlow.
+Run from the repository root with `make demo`. Each stage trains a tiny model (Keras prints
+one line per epoch), exports a SavedModel under `saved_models/<domain>/<version>/`, and the
+demo ends by querying every export from a fresh process that imports only TensorFlow. After
+each of the six stages a progress bar line shows the stages done, the time so far and an
+estimate of the time left.
 """
 
 from __future__ import annotations
@@ -104,21 +106,32 @@ def forecasting() -> tuple[Path, dict]:
 STAGES = [text_classification, translation, image_classification, forecasting, recommendation]
 
 
+def show_progress(done: int, total: int, start: float, width: int = 30) -> None:
+    """Prints `progress [#####-----] done/total stages, elapsed and an estimate of the time left`."""
+    elapsed = time.perf_counter() - start
+    filled = width * done // total
+    print(f"progress [{'#' * filled}{'-' * (width - filled)}] {done}/{total} stages, {elapsed:.0f} s elapsed, "
+          f"~{elapsed / done * (total - done):.0f} s left", flush=True)
+
+
 def main() -> None:
+    total, demo_start = len(STAGES) + 1, time.perf_counter()  # the domains, then the queries
     exports = []
     for number, stage in enumerate(STAGES, 1):
-        print(f"\n=== [{number}/{len(STAGES)}] {stage.__name__} ===", flush=True)
+        print(f"\n=== [{number}/{total}] {stage.__name__} ===", flush=True)
         start = time.perf_counter()
         path, request = stage()
         print(f"exported {path} in {time.perf_counter() - start:.0f} s", flush=True)
         exports.append((stage.__name__, path, request))
-    print("\n=== Predictions read back from the SavedModels (fresh process, TensorFlow only) ===")
+        show_progress(number, total, demo_start)
+    print(f"\n=== [{total}/{total}] Predictions read back from the SavedModels (fresh process, TensorFlow only) ===")
     for name, path, request in exports:
         reply = subprocess.run(
             [sys.executable, "tasks/query_saved_model.py", str(path), json.dumps(request)],
             capture_output=True, text=True, check=True,
         )
-        print(f"{name} ({path}):\n  request: {json.dumps(request)}\n  reply:   {reply.stdout.strip()}")
+        print(f"{name} ({path}):\n  request: {json.dumps(request)}\n  reply:   {reply.stdout.strip()}", flush=True)
+    show_progress(total, total, demo_start)
     print(f"\nTF Serving config for every export: {write_serving_config(EXPORT_DIR)}")
 
 

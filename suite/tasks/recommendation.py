@@ -289,6 +289,10 @@ class Recommender(Task):
     def export_resources(self) -> list:
         return [self.preprocessor.lookup_table]
 
+    def example_inputs(self) -> dict:
+        """One history of (up to) the three most frequent training items, and `k`."""
+        return {"history": [self.preprocessor.vocabulary[2:5]], "k": 10}
+
     def serving_endpoints(self, jit_compile: bool) -> dict:
         preprocessor, model, exclude = self.preprocessor, self.model, self.config.exclude_seen
         vocabulary = tf.constant(preprocessor.vocabulary)
