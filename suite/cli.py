@@ -46,6 +46,9 @@ def _train(domain: str, argv: list[str]) -> dict:
     parser.add_argument("--config", type=Path, help=f"YAML config (default: {CONFIG_DIR / domain}.yaml)")
     parser.add_argument("--output-dir", type=Path, help="run folder (default: runs/<domain>/<timestamp>)")
     parser.add_argument("--export-dir", type=Path, help="also export a SavedModel under this folder")
+    parser.add_argument("--strategy", dest="set:training.strategy", metavar="NAME", default=argparse.SUPPRESS,
+                        help="tf.distribute strategy, as --training.strategy: default, mirrored (all local GPUs), "
+                        "multi_worker (cluster from TF_CONFIG) or tpu")
     _add_config_flags(parser, task_class.config_class)
     args = parser.parse_args(argv)
     default_config = CONFIG_DIR / f"{domain}.yaml"
