@@ -46,6 +46,8 @@ def _train(domain: str, argv: list[str]) -> dict:
     parser.add_argument("--config", type=Path, help=f"YAML config (default: {CONFIG_DIR / domain}.yaml)")
     parser.add_argument("--output-dir", type=Path, help="run folder (default: runs/<domain>/<timestamp>)")
     parser.add_argument("--export-dir", type=Path, help="also export a SavedModel under this folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run checkpointed in --output-dir (after a crash or kill)")
     parser.add_argument("--strategy", dest="set:training.strategy", metavar="NAME", default=argparse.SUPPRESS,
                         help="tf.distribute strategy, as --training.strategy: default, mirrored (all local GPUs), "
                         "multi_worker (cluster from TF_CONFIG) or tpu")
@@ -54,8 +56,10 @@ def _train(domain: str, argv: list[str]) -> dict:
     default_config = CONFIG_DIR / f"{domain}.yaml"
     config_source = args.config or (default_config if default_config.is_file() else None)
     config = task_class.resolve_config(config_source, _overrides(args))
+    if args.resume and args.output_dir is None:
+        parser.error("--resume needs the --output-dir of the run to continue")
     output_dir = args.output_dir or Path("runs") / domain / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    task, metrics = task_class.run(config, output_dir)
+    task, metrics = task_class.run(config, output_dir, resume=args.resume)
     summary = {"output_dir": str(output_dir), "saved_task": str(output_dir / "task"), "metrics": metrics}
     if args.export_dir:
         summary["export"] = str(task.export(args.export_dir))

@@ -15,8 +15,10 @@ import tensorflow as tf
 
 from suite import __version__
 from suite.config import from_dict, load_config, to_dict
+from suite.distribute import STRATEGIES, make_strategy, xla_steps_allowed
 from suite.export import write_saved_model
 from suite.io import staged_directory, write_json_atomic
+from suite.tasks.checkpoint import CheckpointEvery, RunCheckpoint, TrainingProgress
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -35,15 +37,19 @@ class TrainingConfig:
     warmup_fraction: float = 0.1
     early_stopping_patience: int = 0
     seed: int = 0
+    checkpoint_steps: int = 200
+    strategy: str = "default"
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "checkpoint_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}.")
 
 
 def warmup_cosine(training: TrainingConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -82,6 +88,22 @@ class Task:
         self.model = model
         self.preprocessor = preprocessor
         self.config = config
+
+    @property
+    def strategy(self) -> tf.distribute.Strategy:
+        """The `tf.distribute` strategy `self.model` was built under (`training.strategy`)."""
+        return self.model.distribute_strategy
+
+    def compile_in_scope(self, total_steps: int, build_optimizer: bool = False) -> None:
+        """`compile` in the scope of `self.strategy` (and, with `build_optimizer`, the
+        optimizer's variables). Steps stay XLA-compiled only where the strategy allows it
+        (`suite.distribute.xla_steps_allowed`: a single replica)."""
+        with self.strategy.scope():
+            self.compile(total_steps)
+            if build_optimizer:
+                self.model.optimizer.build(self.model.trainable_variables)
+        if not xla_steps_allowed(self.strategy):
+            self.model.jit_compile = False
 
     # Hooks -------------------------------------------------------------------------------
 
@@ -150,6 +172,7 @@ class Task:
         backbone: "Task | None" = None,
         output_dir: str | Path | None = None,
         verbose: str | int = "auto",
+        resume: bool = False,
         **overrides,
     ) -> "Task":
         """Fits the preprocessing on `data`, builds the model and trains it with XLA.
@@ -158,25 +181,28 @@ class Task:
         (`epochs=3` sets `training.epochs` when the key is not top-level; dotted keys such
         as `**{"backbone.num_layers": 2}` reach nested fields). `backbone` is a trained task
         whose preprocessing and backbone weights this model starts from (fine-tuning).
-        With `output_dir`, TensorBoard logs, a resumable backup and `metrics.json` go there.
+        With `output_dir`, TensorBoard logs, checkpoints and `metrics.json` go there, and
+        `resume=True` continues the run whose checkpoint is there (see `fit`).
         """
         config = cls.resolve_config(config, overrides)
         keras.utils.set_random_seed(config.training.seed)
         train_data = cls.read(data, config)
-        task = cls.create(train_data, config, backbone)
+        with make_strategy(config.training.strategy).scope():  # also covers overrides of `create`
+            task = cls.create(train_data, config, backbone)
         validation = None if validation_data is None else cls.read(validation_data, config)
-        task.training_metrics = task.fit(train_data, validation, output_dir, verbose)
+        task.training_metrics = task.fit(train_data, validation, output_dir, verbose, resume)
         return task
 
     @classmethod
-    def run(cls, config, output_dir: str | Path) -> tuple["Task", dict]:
+    def run(cls, config, output_dir: str | Path, resume: bool = False) -> tuple["Task", dict]:
         """The task script's job: train on `config.data`, evaluate on its test split, save.
 
-        Writes `output_dir/metrics.json` and the trained task to `output_dir/task`.
+        Writes `output_dir/metrics.json` and the trained task to `output_dir/task`; with
+        `resume`, continues the run checkpointed in `output_dir`.
         """
         output_dir = Path(output_dir)
         data = config.data
-        task = cls.train(data.train, config, validation_data=data.validation, output_dir=output_dir)
+        task = cls.train(data.train, config, validation_data=data.validation, output_dir=output_dir, resume=resume)
         metrics = task.training_metrics
         if data.test:
             metrics["test"] = task.evaluate(data.test)
@@ -186,42 +212,92 @@ class Task:
 
     @classmethod
     def create(cls, train_data, config, backbone: "Task | None" = None) -> "Task":
-        """An untrained task: preprocessing fitted on `train_data` and a freshly built model."""
+        """An untrained task: preprocessing fitted on `train_data` and a freshly built model,
+        built in the scope of the strategy `training.strategy` names."""
         if backbone is not None:
             raise ValueError(f"{cls.__name__} cannot start from a pretrained backbone.")
         preprocessor = cls.fit_preprocessor(train_data, config)
-        return cls(cls.build_model(preprocessor, config), preprocessor, config)
+        with make_strategy(config.training.strategy).scope():
+            return cls(cls.build_model(preprocessor, config), preprocessor, config)
 
-    def fit(self, train_data, validation_data=None, output_dir: str | Path | None = None, verbose="auto") -> dict:
-        """Trains `self.model` on read data; returns (and writes) the run's metrics."""
+    def fit(
+        self,
+        train_data,
+        validation_data=None,
+        output_dir: str | Path | None = None,
+        verbose="auto",
+        resume: bool = False,
+    ) -> dict:
+        """Trains `self.model` on read data; returns (and writes) the run's metrics.
+
+        Each epoch reads the training data in an order (and with augmentation draws) fixed
+        by `training.seed` and the epoch number. With `output_dir`, a checkpoint is written
+        atomically every `training.checkpoint_steps` steps and at each epoch end, and
+        `resume=True` continues from it, ending with the same weights as an uninterrupted
+        run. With validation data the weights of the epoch with the lowest validation loss
+        are kept; `training.early_stopping_patience` epochs without improvement stop the run.
+        """
         training = self.config.training
-        train_ds = self.dataset(train_data, training=True)
+        if training.early_stopping_patience and validation_data is None:
+            raise ValueError("training.early_stopping_patience needs validation data to monitor.")
+        if resume and output_dir is None:
+            raise ValueError("resume=True needs the output_dir of the run to resume.")
         val_ds = None if validation_data is None else self.dataset(validation_data)
         steps_per_epoch = math.ceil(len(train_data) / training.batch_size)
-        self.compile(total_steps=training.epochs * steps_per_epoch)
+        self.compile_in_scope(total_steps=training.epochs * steps_per_epoch, build_optimizer=True)
+        progress, checkpoint, best_weights = TrainingProgress(), None, None
         callbacks: list[keras.callbacks.Callback] = []
-        if val_ds is not None and training.early_stopping_patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(patience=training.early_stopping_patience, restore_best_weights=True)
-            )
         if output_dir is not None:
             output_dir = Path(output_dir)
+            identity = {"config": to_dict(self.config), "preprocessor": self.preprocessor.get_config()}
+            checkpoint = RunCheckpoint(output_dir / "checkpoints", self.model, identity)
+            if resume:
+                progress = checkpoint.restore() or progress
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
-            callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(output_dir / "backup")))
         start = time.perf_counter()
-        history = self.model.fit(
-            train_ds, validation_data=val_ds, epochs=training.epochs, callbacks=callbacks, shuffle=False, verbose=verbose
-        )
+        while progress.epoch < training.epochs and not progress.stopped:
+            epoch_callbacks = [*callbacks, _RunProgbar(training.epochs)] if verbose else list(callbacks)
+            if checkpoint is not None:
+                epoch_callbacks.append(CheckpointEvery(training.checkpoint_steps, progress, checkpoint))
+            history = self.model.fit(
+                self._epoch_dataset(train_data, progress.epoch).skip(progress.step),
+                validation_data=val_ds,
+                initial_epoch=progress.epoch,
+                epochs=progress.epoch + 1,
+                callbacks=epoch_callbacks,
+                shuffle=False,
+                verbose=verbose,
+            )
+            if progress.end_epoch({k: float(v[-1]) for k, v in history.history.items()}):
+                if checkpoint is None:
+                    best_weights = self.model.get_weights()
+                else:
+                    checkpoint.save_best()
+            progress.stopped = bool(training.early_stopping_patience) and progress.wait >= training.early_stopping_patience
+            if checkpoint is not None:
+                checkpoint.save(progress)
+        if progress.best_epoch is not None:
+            if checkpoint is None:
+                self.model.set_weights(best_weights)
+            else:
+                checkpoint.restore_best()
         metrics = {
             "domain": self.domain,
             "train_seconds": round(time.perf_counter() - start, 2),
-            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+            "epochs_run": progress.epoch,
+            "best_epoch": None if progress.best_epoch is None else progress.best_epoch + 1,
+            "history": progress.history,
         }
         if validation_data is not None:
             metrics["validation"] = self.evaluate(validation_data)
         if output_dir is not None:
             write_json_atomic(output_dir / "metrics.json", metrics)
         return metrics
+
+    def _epoch_dataset(self, train_data, epoch: int) -> tf.data.Dataset:
+        """The training batches of `epoch`: shuffling and random draws seeded by (seed, epoch)."""
+        tf.random.set_seed(self.config.training.seed * 100_003 + epoch)
+        return self.dataset(train_data, training=True)
 
     # Inference and persistence -----------------------------------------------------------
 
@@ -271,9 +347,10 @@ class Task:
             raise ValueError(f"{path} holds a {task_class.__name__}, not a {cls.__name__}.")
         config = from_dict(task_class.config_class, manifest["config"])
         preprocessor = task_class.preprocessor_class.from_config(manifest["preprocessor"])
-        model = keras.saving.load_model(path / "model.keras", compile=False)
+        with make_strategy(config.training.strategy).scope():
+            model = keras.saving.load_model(path / "model.keras", compile=False)
         task = task_class(model, preprocessor, config)
-        task.compile(total_steps=1)
+        task.compile_in_scope(total_steps=1)
         return task
 
     def export(
@@ -297,3 +374,14 @@ class Task:
             version,
             self.example_inputs(),
         )
+
+
+class _RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, counting epochs out of the run's total (`fit` runs one at a time)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params: dict) -> None:
+        super().set_params({**params, "epochs": self.run_epochs})

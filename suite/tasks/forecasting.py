@@ -200,26 +200,27 @@ class Forecaster(Task):
     # Training ----------------------------------------------------------------------------
 
     @classmethod
-    def train(cls, data=None, config=None, *, output_dir: str | Path | None = None, verbose="auto", **overrides):
+    def train(cls, data=None, config=None, *, output_dir: str | Path | None = None, verbose="auto",
+              resume: bool = False, **overrides):
         """Trains on the training part of the series `data` (path or DataFrame; default
         `config.data.path`) and validates on its validation part.
 
-        `config` and `overrides` as in `Task.train`. With `training.early_stopping_patience`
-        the weights of the best validation epoch are kept.
+        `config`, `overrides` and `resume` as in `Task.train`; the weights of the best
+        validation epoch are kept.
         """
         config = cls.resolve_config(config, overrides)
         keras.utils.set_random_seed(config.training.seed)
         parts = cls.split(cls.read(data, config), config)
         task = cls.create(parts["train"].frame, config)
-        task.training_metrics = task.fit(parts["train"], parts["val"], output_dir, verbose)
+        task.training_metrics = task.fit(parts["train"], parts["val"], output_dir, verbose, resume)
         return task
 
     @classmethod
-    def run(cls, config, output_dir: str | Path) -> tuple["Forecaster", dict]:
+    def run(cls, config, output_dir: str | Path, resume: bool = False) -> tuple["Forecaster", dict]:
         """Trains on `config.data.path`, evaluates on its test part, saves to `output_dir/task`."""
         output_dir = Path(output_dir)
         series = cls.read(None, config)
-        task = cls.train(series, config, output_dir=output_dir)
+        task = cls.train(series, config, output_dir=output_dir, resume=resume)
         metrics = {**task.training_metrics, "test": task.evaluate(series, part="test")}
         write_json_atomic(output_dir / "metrics.json", metrics)
         task.save(output_dir / "task")

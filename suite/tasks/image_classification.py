@@ -156,12 +156,12 @@ class ImageClassifier(Task):
         return build_vit(preprocessor, config.patch_size, config.backbone, config.head_dropout, position_grid)
 
     @classmethod
-    def run(cls, config, output_dir: str | Path) -> tuple["ImageClassifier", dict]:
+    def run(cls, config, output_dir: str | Path, resume: bool = False) -> tuple["ImageClassifier", dict]:
         """Trains on `config.data` (held-out splits of `train` where no folder is given), evaluates
         on the test part and saves to `output_dir/task`; writes `output_dir/metrics.json`."""
         output_dir = Path(output_dir)
         train, validation, test = split_data(config)
-        task = cls.train(train, config, validation_data=validation, output_dir=output_dir)
+        task = cls.train(train, config, validation_data=validation, output_dir=output_dir, resume=resume)
         metrics = task.training_metrics
         metrics["split_sizes"] = {"train": len(train), "validation": len(validation or []), "test": len(test or [])}
         if test is not None:

@@ -173,7 +173,7 @@ class Recommender(Task):
 
     @classmethod
     def train(cls, data=None, config=None, *, output_dir: str | Path | None = None, verbose="auto",
-              **overrides) -> Recommender:
+              resume: bool = False, **overrides) -> Recommender:
         """Trains on an interactions table (path or DataFrame; default `config.data.path`),
         split leave-one-out; `training_metrics["validation"]` ranks each user's second-to-last
         item. `config` and `overrides` as in `Task.train`."""
@@ -183,7 +183,7 @@ class Recommender(Task):
         split = leave_one_out(interactions)
         task = cls.create(split.train, config)
         sequences = training_windows(split.train, config.max_length + 1, config.window_stride)
-        metrics = task.fit(sequences, None, output_dir, verbose)
+        metrics = task.fit(sequences, None, output_dir, verbose, resume)
         metrics["validation"] = task._evaluate(interactions, split, "validation")
         if output_dir is not None:
             write_json_atomic(Path(output_dir) / "metrics.json", metrics)
@@ -191,11 +191,11 @@ class Recommender(Task):
         return task
 
     @classmethod
-    def run(cls, config, output_dir: str | Path) -> tuple[Recommender, dict]:
+    def run(cls, config, output_dir: str | Path, resume: bool = False) -> tuple[Recommender, dict]:
         """Trains on `config.data.path`, evaluates on its leave-one-out test, saves to `output_dir/task`."""
         output_dir = Path(output_dir)
         interactions = cls.read(None, config)
-        task = cls.train(interactions, config, output_dir=output_dir)
+        task = cls.train(interactions, config, output_dir=output_dir, resume=resume)
         metrics = {**task.training_metrics, "test": task.evaluate(interactions)}
         write_json_atomic(output_dir / "metrics.json", metrics)
         task.save(output_dir / "task")

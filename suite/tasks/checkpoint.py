@@ -1,0 +1,146 @@
+"""Crash-safe training state: where a run stands, and atomic checkpoints of everything it needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from suite.io import atomic_file
+
+
+@dataclasses.dataclass
+class TrainingProgress:
+    """Where a run stands: the next epoch, how many of its steps are done, and model selection.
+
+    `best` is the lowest validation loss so far (at `best_epoch`, 0-based); `wait` counts the
+    epochs since it last improved; `stopped` is set by early stopping.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0
+    stopped: bool = False
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def end_epoch(self, logs: dict[str, float], monitor: str = "val_loss") -> bool:
+        """Records an epoch's `logs`; returns whether `monitor` improved on the best so far."""
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+        value = logs.get(monitor)
+        improved = value is not None and math.isfinite(value) and (self.best is None or value < self.best)
+        if improved:
+            self.best, self.best_epoch, self.wait = value, self.epoch, 0
+        elif value is not None:
+            self.wait += 1
+        self.epoch, self.step = self.epoch + 1, 0
+        return improved
+
+
+class RunCheckpoint:
+    """A run's checkpoints in `directory`, each one file replaced atomically.
+
+    `checkpoint.npz` holds every variable training depends on (model weights, optimizer slots
+    and step, the dropout layers' seed states) with the progress; `best.npz` holds the model
+    variables of the best validation epoch. `identity` (config and preprocessing) is stored
+    with them, and a checkpoint written for another identity is refused on restore.
+    """
+
+    def __init__(self, directory: str | Path, model: keras.Model, identity: dict):
+        self.directory = Path(directory)
+        self.model = model
+        self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "checkpoint.npz"
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best.npz"
+
+    def _training_variables(self) -> list:
+        return [*self.model.variables, *self.model.optimizer.variables]
+
+    def save(self, progress: TrainingProgress) -> None:
+        meta = {"identity": self.identity, "progress": dataclasses.asdict(progress)}
+        _write_variables(self.path, self._training_variables(), meta)
+
+    def save_best(self) -> None:
+        _write_variables(self.best_path, self.model.variables, {"identity": self.identity})
+
+    def restore(self) -> TrainingProgress | None:
+        """Loads the latest checkpoint into the model and optimizer; None when there is none."""
+        if not self.path.is_file():
+            return None
+        meta = _read_variables(self.path, self._training_variables())
+        self._check_identity(meta["identity"])
+        return TrainingProgress(**meta["progress"])
+
+    def restore_best(self) -> None:
+        _read_variables(self.best_path, self.model.variables)
+
+    def _check_identity(self, saved: dict) -> None:
+        if saved == self.identity:
+            return
+        differing = sorted(_differing_keys(saved, self.identity))
+        raise ValueError(
+            f"{self.path} was written by a run with a different config or preprocessing "
+            f"(differing: {', '.join(differing[:5])}); resume with the same config and data, "
+            "or start a new run in another output folder."
+        )
+
+
+class CheckpointEvery(keras.callbacks.Callback):
+    """Checkpoints before every `every`-th step of the epoch in `progress`.
+
+    Saving before a step, never after the last, leaves every checkpoint with steps to run.
+    """
+
+    def __init__(self, every: int, progress: TrainingProgress, checkpoint: RunCheckpoint):
+        super().__init__()
+        self.every, self.progress, self.checkpoint = every, progress, checkpoint
+        self.first_step = progress.step
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        self.progress.step = self.first_step + batch
+        if batch and self.progress.step % self.every == 0:
+            self.checkpoint.save(self.progress)
+
+
+def _write_variables(path: Path, variables: list, meta: dict) -> None:
+    arrays = {f"v{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
+    arrays["paths"] = np.array([v.path for v in variables])
+    arrays["meta"] = np.array(json.dumps(meta))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with atomic_file(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
+def _read_variables(path: Path, variables: list) -> dict:
+    with np.load(path) as arrays:
+        paths = [str(p) for p in arrays["paths"]]
+        expected = [v.path for v in variables]
+        if paths != expected:
+            raise ValueError(
+                f"{path} holds variables {len(paths)} that do not match this model's {len(expected)}; "
+                "was it written for another model?"
+            )
+        for i, variable in enumerate(variables):
+            variable.assign(arrays[f"v{i}"])
+        return json.loads(str(arrays["meta"]))
+
+
+def _differing_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = set(a) | set(b)
+        return [k for key in keys for k in _differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".") or "<root>"]
