@@ -14,7 +14,8 @@ from suite.backbone import BackboneConfig
 from suite.cli import main
 from suite.config import ConfigError
 from suite.tasks import Recommender, Task
-from suite.tasks.recommendation import training_windows
+from suite.data.recommendation import leave_one_out
+from suite.tasks.recommendation import HeldOutValidation, training_windows
 from suite.tasks.sasrec import SASRec
 
 CYCLE = [f"c{i:02d}" for i in range(20)]
@@ -87,6 +88,47 @@ def test_training_windows_cover_long_sequences():
     assert len(windows) == 2 * 3 and all(len(s) == 4 for s in sequences)
     assert {item for s in sequences for item in s} == set(interactions["item_id"])
     assert len(training_windows(interactions, 4, 0)) == 2
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sampled"])
+def test_validation_targets_only_the_held_out_item(loss):
+    # u1: a b c | b (validation) | x (test); u2: c a | c | y. Training vocabulary: a, c, b.
+    rows = [("u1", item, t) for t, item in enumerate("abcbx")] + [("u2", item, t) for t, item in enumerate("cacy")]
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    split = leave_one_out(interactions)
+    config = {**TINY, "max_length": 4, "window_stride": 4, "loss": loss, "num_negatives": 2, "backbone": {**TINY_BACKBONE, "max_length": 4}}
+    task = Recommender.create(split.train, Recommender.resolve_config(config))
+    assert task.preprocessor.vocabulary == ["", "[OOV]", "a", "c", "b"]
+    batches = list(task.dataset(HeldOutValidation(interactions, split)))
+    assert len(batches) == 1
+    inputs, targets = batches[0]
+    targets, negatives = targets if loss == "sampled" else (targets, None)
+    np.testing.assert_array_equal(inputs["item_ids"], [[0, 2, 4, 3], [0, 0, 3, 2]])  # a b c; c a
+    np.testing.assert_array_equal(targets, [[0, 0, 0, 4], [0, 0, 0, 3]])  # b; c
+    if negatives is not None:
+        assert negatives.shape == (2, 4, 2) and not np.asarray(negatives[:, :-1]).any()
+        last = np.asarray(negatives[:, -1])
+        assert (last >= 2).all() and (last != np.asarray(targets[:, -1:])).all()
+        again = next(iter(task.dataset(HeldOutValidation(interactions, split))))[1][1]
+        np.testing.assert_array_equal(again, negatives)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    # Random items: the held-out loss stops improving once the model memorises the training events.
+    rng = np.random.default_rng(0)
+    rows = [(f"u{user}", CYCLE[item], step) for user in range(64) for step, item in enumerate(rng.integers(0, 20, 8))]
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    task = Recommender.train(interactions, TINY, verbose=0, **{"training.epochs": 12, "training.learning_rate": 0.05,
+                                                                "training.early_stopping_patience": 2})
+    metrics = task.training_metrics
+    losses = metrics["history"]["val_loss"]
+    assert len(losses) == metrics["epochs_run"] < 12 and metrics["best_epoch"] == int(np.argmin(losses)) + 1
+    assert metrics["epochs_run"] - metrics["best_epoch"] == 2
+    assert set(metrics["validation"]) == {"users", "model", "most_popular", "cooccurrence"}
+    # The kept weights are the best epoch's: their loss on the held-out items is the lowest val_loss.
+    validation = HeldOutValidation(interactions, leave_one_out(interactions))
+    loss = task.model.evaluate(task.dataset(validation), return_dict=True, verbose=0)["loss"]
+    assert loss == pytest.approx(min(losses), rel=1e-4)
 
 
 def test_tiny_model_learns_the_item_cycle(recommender):

@@ -368,21 +368,42 @@ class RecommendationPreprocessor:
         With `training`, the last partial batch is dropped (one static shape for XLA) unless
         there is only one batch.
         """
+        sequences = [s for s in user_sequences(interactions) if len(s) >= 2]
+        if not sequences:
+            raise ValueError("no user in interactions has the 2 events a training pair needs.")
+        return self._pairs(sequences, batch_size, shuffle, training, seed, num_negatives, last_only=False)
+
+    def heldout_dataset(self, examples: pd.DataFrame, batch_size: int = 128, seed: int = 0,
+                        num_negatives: int = 0) -> tf.data.Dataset:
+        """The loss data of held-out items: `examples` (`user_id`, `history`, `target`, as in
+        `LeaveOneOutSplit`) as `dataset`'s `(inputs, targets)`, inputs the history (its
+        `max_length` most recent items, left-padded) and targets 0 everywhere but the last
+        position, which holds the held-out `target`; negatives fixed by `seed`."""
+        sequences = [[*history, target] for history, target in zip(examples["history"], examples["target"])]
+        if not sequences or min(len(s) for s in sequences) < 2:
+            raise ValueError("every example needs a non-empty history.")
+        return self._pairs(sequences, batch_size, False, False, seed, num_negatives, last_only=True)
+
+    def _pairs(self, sequences: list, batch_size: int, shuffle: bool, training: bool, seed: int,
+               num_negatives: int, last_only: bool) -> tf.data.Dataset:
+        """`dataset`'s pipeline over item ID sequences (each of at least 2 items); with
+        `last_only`, targets only at the last position."""
         if num_negatives < 0:
             raise ValueError(f"num_negatives must be >= 0, got {num_negatives}.")
-        windows = _left_pad([s for s in user_sequences(interactions) if len(s) >= 2], self.max_length + 1)
-        if len(windows) == 0:
-            raise ValueError("no user in interactions has the 2 events a training pair needs.")
+        windows = _left_pad(sequences, self.max_length + 1)
         data = tf.data.Dataset.from_tensor_slices(windows)
         if shuffle:
             data = data.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
         data = data.batch(batch_size, drop_remainder=training and len(windows) >= batch_size)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training).batch(2)
+        is_last = tf.range(self.max_length) == self.max_length - 1
 
         def pairs(batch, batch_seed):
             indices = self.tf_encode_histories(batch, self.max_length + 1)
             inputs = {"item_ids": indices[:, :-1]}
             targets = tf.where(inputs["item_ids"] == PAD_INDEX, PAD_INDEX, indices[:, 1:])
+            if last_only:
+                targets = tf.where(is_last, targets, PAD_INDEX)
             if num_negatives:
                 inputs["negative_ids"] = self.tf_negatives(targets, num_negatives, batch_seed)
             return inputs, targets

@@ -56,8 +56,10 @@ class RecommendationConfig:
     items earlier (0: only the most recent). `loss`: `softmax` over all items or `sampled`
     (binary cross-entropy against `num_negatives` uniform negatives per position).
     `exclude_seen`: the export and evaluation's full ranking drop the history's items.
-    `eval_negatives`: negatives per user of the sampled evaluation protocol. Training has no
-    early stopping: validation metrics are computed once, after the last epoch."""
+    `eval_negatives`: negatives per user of the sampled evaluation protocol. Training monitors
+    the loss on each user's second-to-last item (`HeldOutValidation`), which picks the best
+    epoch and drives `training.early_stopping_patience`; the ranking validation metrics are
+    computed once, after training."""
 
     data: InteractionsDataConfig = dataclasses.field(default_factory=InteractionsDataConfig)
     max_length: int = 50
@@ -98,6 +100,16 @@ class TrainingSequences:
 
     def __len__(self) -> int:
         return self.count
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutValidation:
+    """`Task.fit`'s validation data: each user's second-to-last item of `interactions`
+    (`split.validation`). `Recommender.dataset` gives its loss, `Recommender.evaluate` its
+    ranking metrics."""
+
+    interactions: pd.DataFrame
+    split: LeaveOneOutSplit
 
 
 def training_windows(interactions: pd.DataFrame, length: int, stride: int) -> TrainingSequences:
@@ -148,14 +160,17 @@ class Recommender(Task):
 
     def dataset(self, data, training: bool = False) -> tf.data.Dataset:
         """`({"item_ids": (batch, max_length)}, next_items)`, with sampled loss
-        `(next_items, negatives (batch, max_length, num_negatives))`."""
-        interactions = data.interactions if isinstance(data, TrainingSequences) else data
+        `(next_items, negatives (batch, max_length, num_negatives))`. For `HeldOutValidation`
+        the next items are 0 but at the last position: the held-out item."""
         config = self.config
         sampled = config.loss == "sampled"
-        dataset = self.preprocessor.dataset(
-            interactions, config.training.batch_size, shuffle=training, training=training,
-            seed=config.training.seed, num_negatives=config.num_negatives if sampled else 0,
-        )
+        options = {"batch_size": config.training.batch_size, "seed": config.training.seed,
+                   "num_negatives": config.num_negatives if sampled else 0}
+        if isinstance(data, HeldOutValidation):
+            dataset = self.preprocessor.heldout_dataset(data.split.validation, **options)
+        else:
+            interactions = data.interactions if isinstance(data, TrainingSequences) else data
+            dataset = self.preprocessor.dataset(interactions, shuffle=training, training=training, **options)
         if sampled:
             return dataset.map(lambda inputs, targets: ({"item_ids": inputs["item_ids"]},
                                                        (targets, inputs["negative_ids"])))
@@ -175,19 +190,16 @@ class Recommender(Task):
     def train(cls, data=None, config=None, *, output_dir: str | Path | None = None, verbose="auto",
               resume: bool = False, **overrides) -> Recommender:
         """Trains on an interactions table (path or DataFrame; default `config.data.path`),
-        split leave-one-out; `training_metrics["validation"]` ranks each user's second-to-last
-        item. `config` and `overrides` as in `Task.train`."""
+        split leave-one-out; the loss on each user's second-to-last item picks the best epoch
+        and `training_metrics["validation"]` ranks it. `config` and `overrides` as in `Task.train`."""
         config = cls.resolve_config(config, overrides)
         keras.utils.set_random_seed(config.training.seed)
         interactions = cls.read(data, config)
         split = leave_one_out(interactions)
         task = cls.create(split.train, config)
         sequences = training_windows(split.train, config.max_length + 1, config.window_stride)
-        metrics = task.fit(sequences, None, output_dir, verbose, resume)
-        metrics["validation"] = task._evaluate(interactions, split, "validation")
-        if output_dir is not None:
-            write_json_atomic(Path(output_dir) / "metrics.json", metrics)
-        task.training_metrics = metrics
+        validation = HeldOutValidation(interactions, split)
+        task.training_metrics = task.fit(sequences, validation, output_dir, verbose, resume)
         return task
 
     @classmethod
@@ -205,13 +217,16 @@ class Recommender(Task):
 
     def evaluate(self, data=None, part: str = "test") -> dict:
         """Ranking metrics of each user's last (`part="test"`) or second-to-last
-        (`"validation"`) item of `data` (default `config.data.path`), given the events before.
+        (`"validation"`) item of `data` (default `config.data.path`), given the events before;
+        for a `HeldOutValidation`, those of its second-to-last items.
 
         Returns `{"users": n, "model" | "most_popular" | "cooccurrence": {"full": {"HR@10",
         "NDCG@10", "MRR"}, "sampled": {...}}}`; baselines are fitted on the events before both.
         """
         if part not in ("test", "validation"):
             raise ValueError(f"part must be 'test' or 'validation', got {part!r}.")
+        if isinstance(data, HeldOutValidation):
+            return self._evaluate(data.interactions, data.split, "validation")
         interactions = self.read(data, self.config)
         return self._evaluate(interactions, leave_one_out(interactions), part)
 
