@@ -364,7 +364,9 @@ class Task:
 
         It serves with only `tensorflow` and `tensorflow_text` imported: preprocessing and
         postprocessing are in the graph. Signatures are traced without XLA unless
-        `jit_compile` (stock TF Serving cannot run XLA-compiled functions).
+        `jit_compile` (stock TF Serving cannot run XLA-compiled functions or XLA-only `Xla*`
+        ops; tests/test_export_ops.py checks every domain's graph). An export with
+        `jit_compile=True` keeps XLA and serves only where XLA is enabled.
         """
         return write_saved_model(
             self.serving_endpoints(jit_compile),

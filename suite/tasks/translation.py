@@ -231,7 +231,12 @@ class Translator(Task):
     def serving_endpoints(self, jit_compile: bool) -> dict:
         """`serving_default`: greedy; `beam_search`: `decoding.beam_width` beams (when > 1).
         Both take `source` strings `(batch,)` and return `translation (batch,)`, `token_ids
-        (batch, max_length)` and `scores (batch,)` (log-probability of the output)."""
+        (batch, max_length)` and `scores (batch,)` (log-probability of the output).
+
+        Without `jit_compile` the decode loops are plain TF graphs with no `Xla*` op (the cache
+        write is `write_cache`'s select, not `XlaDynamicUpdateSlice`), so stock TF Serving runs
+        them. With `jit_compile=True` they are XLA-compiled functions, which serve only where
+        XLA is enabled (TF Serving's experimental XLA flag on CPU)."""
         preprocessor, model = self.preprocessor, self.model
         beam_width, max_length, length_penalty, _ = self._decoding(None, None, None, None)
 
