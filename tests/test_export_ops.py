@@ -74,19 +74,7 @@ def test_the_allow_list_names_registered_tf_text_ops():
     assert not any(hasattr(tf.raw_ops, name) for name in TF_TEXT_2_20_OPS)
 
 
-# `predict_images` takes images of any channel count; `tf_convert_channels` (a `tf.cond`) leaves the
-# channel dimension unknown, so Keras's TF `conv` runs the patch-embedding Conv2D as its
-# `jit_compile=True` `_conv_xla` (keras/src/backend/tensorflow/nn.py: in-channels != kernel's).
-IMAGE_CONV_XLA = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="image export: Keras's XLA-compiled `_conv_xla` for an unknown channel dimension "
-    "(fix: static channels after tf_convert_channels)",
-)
-
-
-@pytest.mark.parametrize(
-    "domain", [pytest.param(d, marks=IMAGE_CONV_XLA) if d == "image_classification" else d for d in DOMAINS]
-)
+@pytest.mark.parametrize("domain", DOMAINS)
 def test_export_uses_only_ops_stock_tf_serving_runs(domain, repo_root, tmp_path, monkeypatch):
     monkeypatch.chdir(repo_root)
     task_class, data, config = DOMAINS[domain]

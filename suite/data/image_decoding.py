@@ -56,17 +56,21 @@ def tf_convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     """`(..., H, W, c)` with c in 1..4 -> float32 `(..., H, W, channels)` for channels 1 or 3.
 
     Alpha (c = 2 or 4) is dropped, not composited; gray -> RGB repeats the channel; RGB -> gray is the
-    ITU-R 601 luma that `tf.image.rgb_to_grayscale` uses.
+    ITU-R 601 luma that `tf.image.rgb_to_grayscale` uses. The channel dimension is static, so
+    the model's convolutions trace as plain TF ops (with an unknown one Keras's TF backend would
+    XLA-compile them, which stock TF Serving cannot run).
     """
     image = tf.cast(image, tf.float32)
     has_color = tf.shape(image)[-1] >= 3
     if channels == 1:
-        return tf.cond(
+        converted = tf.cond(
             has_color,
             lambda: tf.reduce_sum(image[..., :3] * tf.constant(LUMA_WEIGHTS), axis=-1, keepdims=True),
             lambda: image[..., :1],
         )
-    return tf.cond(has_color, lambda: image[..., :3], lambda: tf.repeat(image[..., :1], 3, axis=-1))
+    else:
+        converted = tf.cond(has_color, lambda: image[..., :3], lambda: tf.repeat(image[..., :1], 3, axis=-1))
+    return tf.ensure_shape(converted, (*converted.shape[:-1], channels))
 
 
 def tf_decode_image(encoded: tf.Tensor, channels: int, size: tuple[int, int]) -> tf.Tensor:
