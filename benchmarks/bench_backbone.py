@@ -26,10 +26,7 @@ plain XLA matmuls timed in the same run. Prints one JSON object on stdout:
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +41,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import emit, load_average, machine_info  # noqa: E402
 from suite.layers import TransformerEncoderBlock  # noqa: E402
 
 LAYER_NORM_EPSILON = 1e-6
@@ -265,29 +263,6 @@ def paired_speedup(samples: dict, peer: str, mode: str, clock: str) -> float:
     return statistics.median(o / s for s, o in zip(suite, other))
 
 
-def machine_info() -> dict:
-    cpu_model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_model": cpu_model,
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_hub": keras_hub.__version__,
-        "keras_backend": keras.backend.backend(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": list(os.getloadavg()),
-    }
-
-
 def report(args, seconds: dict, operands: dict, parameters: dict) -> dict:
     """Figures per block and matmul from the timing samples of `time_interleaved`."""
     flops = block_flops(args.batch, args.seq_len, args.d_model, args.ff_dim)
@@ -330,7 +305,8 @@ def report(args, seconds: dict, operands: dict, parameters: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    machine = machine_info()
+    machine = machine_info(keras_hub=keras_hub.__version__, keras_backend=keras.backend.backend(),
+                           load_average_start=load_average())
     keras.utils.set_random_seed(args.seed)
     blocks = build_blocks(args)
     models = {name: wrap(block, args) for name, block in blocks.items()}
@@ -342,7 +318,7 @@ def main(argv=None) -> dict:
 
     runners, operands = make_runners(models, inputs, target, args)
     seconds = time_interleaved(runners, args)
-    machine["load_average_end"] = list(os.getloadavg())
+    machine["load_average_end"] = load_average()
     return {
         "benchmark": "bench_backbone",
         "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
@@ -353,4 +329,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2, default=float))
+    emit(main())

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
 import os
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -29,10 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
-
+from common import Stopwatch, add_overrides_option, emit, machine_info, overrides  # noqa: E402
 from suite.config import to_dict  # noqa: E402
 from suite.tasks.recommendation import Recommender  # noqa: E402
 
@@ -43,38 +36,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "tasks" / "configs" / "recommendation.yaml")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "ml-100k" / "u.data")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, value parsed as YAML (repeatable)")
+    add_overrides_option(parser)
     parser.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
     return parser.parse_args(argv)
 
 
-def overrides(pairs: list[str]) -> dict:
-    result = {}
-    for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
-        result[key] = yaml.safe_load(value)
-    return result
-
-
-def machine_info() -> dict:
-    cpu_model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu_model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                          if line.startswith("model name")), cpu_model)
-    return {
-        "cpu_model": cpu_model,
-        "cpu_cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-    }
+def uptime() -> str:
+    """`uptime`'s line: time, users and load averages."""
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def summary(results: dict) -> dict:
@@ -86,28 +55,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.data.is_file():
         raise SystemExit(f"MovieLens-100K not found at {args.data}")
-    machine = machine_info()
+    machine = machine_info(uptime_start=uptime())
     config = Recommender.resolve_config(args.config, {"data.path": str(args.data), **overrides(args.overrides)})
     interactions = Recommender.read(None, config)
-    cpu_start = time.process_time()
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), Stopwatch() as training_watch:
         task = Recommender.train(interactions, config, verbose=args.verbose)
-    train_cpu_seconds = time.process_time() - cpu_start
     training = task.training_metrics
-    start = time.perf_counter()
-    test = task.evaluate(interactions)
-    evaluation_seconds = time.perf_counter() - start
+    with Stopwatch() as evaluation:
+        test = task.evaluate(interactions)
     model, popular = test["model"], test["most_popular"]
     ratio = model["full"]["HR@10"] / max(popular["full"]["HR@10"], 1e-9)
     result = {
         "benchmark": "ml-100k leave-one-out next-item ranking",
-        "machine": {**machine, "uptime_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()},
+        "machine": {**machine, "uptime_end": uptime()},
         "config": to_dict(config),
         "data": {"events": len(interactions), "users": test["users"], "items": task.preprocessor.vocabulary_size - 2},
         "train_seconds": training["train_seconds"],
-        "train_cpu_seconds_including_validation": round(train_cpu_seconds, 2),
+        "train_cpu_seconds_including_validation": training_watch.cpu,
         "final_loss": training["history"]["loss"][-1],
-        "evaluation_seconds": round(evaluation_seconds, 2),
+        "evaluation_seconds": evaluation.wall,
         "test": summary(test),
         "validation": summary(training["validation"]),
         "full_HR@10_over_most_popular": round(ratio, 3),
@@ -119,7 +85,7 @@ def main(argv=None) -> int:
             "train_seconds": training["train_seconds"] <= TARGETS["train_seconds"],
         },
     }
-    print(json.dumps(result, indent=2))
+    emit(result)
     return 0
 
 

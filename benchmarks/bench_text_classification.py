@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
 import os
-import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -45,10 +41,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import sklearn  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tensorflow_text  # noqa: E402,F401
+import tensorflow_text  # noqa: E402
 from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
 from suite.tasks.masked_lm import MaskedLMPretrainer  # noqa: E402
 from suite.tasks.text_classification import TextClassifier  # noqa: E402
 
@@ -88,49 +85,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.repetitions < 1:
         parser.error(f"--repetitions must be >= 1, got {args.repetitions}.")
     return args
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class Stopwatch:
-    """Wall-clock and process CPU seconds of a `with` block."""
-
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = round(time.perf_counter() - self.wall, 2)
-        self.cpu = round(cpu_seconds() - self.cpu, 2)
-
-    def as_dict(self) -> dict:
-        return {"train_seconds": self.wall, "train_cpu_seconds": self.cpu}
-
-
-def machine_info() -> dict:
-    cpu_model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_model": cpu_model,
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "tensorflow_text": tensorflow_text.__version__,
-        "keras": keras.__version__,
-        "keras_hub": keras_hub.__version__,
-        "scikit_learn": sklearn.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def load_splits(data_dir: Path, quick: bool) -> dict[str, pd.DataFrame]:
@@ -258,8 +212,9 @@ def run_models(splits: dict, classifier_config, pretrain_config, verbose: int) -
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    result = {"benchmark": "sst2_text_classification", "machine": machine_info(),
-              "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+    machine = machine_info(tensorflow_text=tensorflow_text.__version__, keras_hub=keras_hub.__version__,
+                           scikit_learn=sklearn.__version__)
+    result = {"benchmark": "sst2_text_classification", "machine": machine, "load_average_start": load_average()}
     splits = load_splits(args.data_dir, args.quick)
     classifier_overrides = dict(QUICK_OVERRIDES) if args.quick else {}
     pretrain_overrides = dict(QUICK_OVERRIDES) if args.quick else {}
@@ -289,12 +244,8 @@ def main(argv=None) -> dict:
         result["serving"] = {"model": "pretrained", "signature": "serving_default",
                              "input": "raw dev sentences", "jit_compile": False,
                              **serving_throughput(path, texts, args.repetitions)}
-    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+    result["load_average_end"] = load_average()
+    emit(result, args.output)
     return result
 
 

@@ -16,10 +16,8 @@ rounds; the best round counts (the machine is shared). Prints one JSON object on
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np  # noqa: E402
 import sacrebleu  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import emit, load_average, machine_info  # noqa: E402
 from suite.data.translation import END_ID, PAD_ID, START_ID  # noqa: E402
 from suite.tasks.decoding import allowed_log_probs  # noqa: E402
 from suite.tasks.translation import Translator  # noqa: E402
@@ -153,17 +152,6 @@ def steady_tokens_per_s(step_times: list[float], tokens_per_step: float) -> floa
     return round(tokens_per_step * (len(step_times) - 1 - half) / (step_times[-1] - step_times[half]), 1)
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "tasks/configs/translation.yaml"))
@@ -182,8 +170,7 @@ def main(argv=None) -> None:
     if args.quick:
         args.budget_minutes, args.eval_every_minutes, args.decode_sentences, args.decode_batch = 0.3, 0.15, 32, 16
     os.chdir(ROOT)
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    load_before = load_average()
+    machine = machine_info(keras_hub=keras_hub.__version__, load_average_before=load_average())
     config = Translator.resolve_config(args.config, overrides)
     keras.utils.set_random_seed(config.training.seed)
     train, validation = Translator.read(config.data.train, config), Translator.read(config.data.validation, config)
@@ -217,10 +204,7 @@ def main(argv=None) -> None:
                            args.beam_width, args.repetitions)
     parameters = int(sum(np.prod(v.shape) for v in task.model.trainable_weights))
     result = {
-        "machine": {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(),
-                    "load_average_before": load_before, "load_average_after": load_average(),
-                    "tensorflow": tf.__version__, "keras": keras.__version__, "keras_hub": keras_hub.__version__,
-                    "date": started},
+        "machine": {**machine, "load_average_after": load_average()},
         "config": {"path": args.config, "quick": args.quick, "overrides": overrides, "parameters": parameters,
                    "source_vocabulary": task.preprocessor.source_vocabulary_size,
                    "target_vocabulary": task.preprocessor.target_vocabulary_size,
@@ -236,7 +220,7 @@ def main(argv=None) -> None:
         "validation": final,
         "decoding": decode,
     }
-    print(json.dumps(result, indent=2))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,7 @@ on stdout (and writes it to `--output` when given).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -42,6 +38,7 @@ import sklearn  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
 from suite.tasks.base import inference_function, warmup_cosine  # noqa: E402
 from suite.tasks.image_classification import ImageClassifier, split_data  # noqa: E402
 
@@ -69,47 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.cnn_epochs < 1 or args.repetitions < 1:
         parser.error("--cnn-epochs and --repetitions must be >= 1.")
     return args
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class Stopwatch:
-    """Wall-clock and process CPU seconds of a `with` block."""
-
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = round(time.perf_counter() - self.wall, 2)
-        self.cpu = round(cpu_seconds() - self.cpu, 2)
-
-    def as_dict(self) -> dict:
-        return {"train_seconds": self.wall, "train_cpu_seconds": self.cpu}
-
-
-def machine_info() -> dict:
-    cpu_model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_model": cpu_model,
-        "cpu_cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_cv": keras_cv.__version__,
-        "scikit_learn": sklearn.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def logistic_regression(train, validation, test) -> dict:
@@ -221,8 +177,8 @@ def inference_throughput(task: ImageClassifier, test, repetitions: int) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    result = {"benchmark": "digits_image_classification", "machine": machine_info(),
-              "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+    machine = machine_info(keras_cv=keras_cv.__version__, scikit_learn=sklearn.__version__)
+    result = {"benchmark": "digits_image_classification", "machine": machine, "load_average_start": load_average()}
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
     cnn_epochs = 2 if args.quick else args.cnn_epochs
     config = ImageClassifier.resolve_config(CONFIG, overrides)
@@ -254,12 +210,8 @@ def main(argv=None) -> dict:
         "training": training_throughput(train, config, args.repetitions),
         "inference": inference_throughput(vit, test, args.repetitions),
     }
-    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+    result["load_average_end"] = load_average()
+    emit(result, args.output)
     return result
 
 

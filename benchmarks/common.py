@@ -1,0 +1,101 @@
+"""Helpers shared by the benchmark scripts: the machine description, process CPU time, a stopwatch,
+`--set KEY=VALUE` config overrides and printing the result.
+
+The scripts run as `python benchmarks/bench_x.py`, which puts this folder on `sys.path`; they
+import it after setting `KERAS_BACKEND`: `from common import Stopwatch, machine_info, ...`.
+`suite bench` (suite/bench.py) keeps its own, lighter figures: it is installed without this folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import yaml
+
+
+def cpu_model() -> str:
+    """The CPU's `model name` in /proc/cpuinfo, else what `platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15-minute load averages, rounded to 0.01."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_info(**extra) -> dict:
+    """CPU model and cores, platform, Python, TensorFlow and Keras versions and the UTC date,
+    followed by `extra` (what else a script reports, e.g. `keras_hub=keras_hub.__version__`)."""
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Stopwatch:
+    """Wall-clock and process CPU seconds of a `with` block: `.wall`, `.cpu`, rounded to 0.01 s."""
+
+    def __enter__(self) -> "Stopwatch":
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = round(time.perf_counter() - self.wall, 2)
+        self.cpu = round(cpu_seconds() - self.cpu, 2)
+
+    def as_dict(self) -> dict:
+        return {"train_seconds": self.wall, "train_cpu_seconds": self.cpu}
+
+
+def add_overrides_option(parser: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE` (repeatable) into `args.overrides`; read them with `overrides`."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, value parsed as YAML (repeatable)")
+
+
+def overrides(pairs: list[str]) -> dict:
+    """`["a.b=1", "loss=mae"]` -> `{"a.b": 1, "loss": "mae"}` (values parsed as YAML)."""
+    result = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def emit(result: dict, output: Path | None = None) -> None:
+    """Prints `result` as indented JSON on stdout (NumPy scalars as floats), and writes it to
+    `output` too when given."""
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
