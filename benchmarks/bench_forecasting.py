@@ -14,10 +14,8 @@ of the whole training call (all threads; on a shared machine the better measure 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,8 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
+from common import Stopwatch, add_overrides_option, emit, load_average, machine_info, overrides  # noqa: E402
 
 from suite.tasks.forecasting import Forecaster  # noqa: E402
 
@@ -41,36 +38,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
     parser.add_argument("--config", type=Path, default=ROOT / "tasks" / "configs" / "forecasting.yaml")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "ett" / "ETTh1.csv")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, value parsed as YAML (repeatable)")
+    add_overrides_option(parser)
     parser.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
     return parser.parse_args(argv)
 
 
-def overrides(pairs: list[str]) -> dict:
-    result = {}
-    for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
-        result[key] = yaml.safe_load(value)
-    return result
-
-
 def run_horizon(series, config_path: Path, horizon: int, extra: dict, verbose: int) -> dict:
-    cpu_start = time.process_time()
-    task = Forecaster.train(series, config_path, verbose=verbose, horizon=horizon, **extra)
-    cpu_seconds = time.process_time() - cpu_start
+    with Stopwatch() as clock:
+        task = Forecaster.train(series, config_path, verbose=verbose, horizon=horizon, **extra)
     training = task.training_metrics
-    history = training["history"]
     test = task.evaluate(series, part="test")
     model = test["model"]
     return {
         "horizon": horizon,
         "train_seconds": training["train_seconds"],
-        "train_cpu_seconds": round(cpu_seconds, 1),
-        "epochs_run": len(history["loss"]),
-        "best_epoch": int(min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)) + 1,
+        "train_cpu_seconds": round(clock.cpu, 1),
+        "epochs_run": training["epochs_run"],
+        "best_epoch": training["best_epoch"],
         "test_windows": test["windows"],
         "model": {"mse": model["mse"], "mae": model["mae"], "mase": model["mase"], "smape": model["smape"]},
         **{name: {"mse": test[name]["mse"], "mae": test[name]["mae"]} for name in BASELINES},
@@ -88,9 +72,7 @@ def main(argv=None) -> int:
     series = Forecaster.read(args.data, Forecaster.resolve_config(args.config, extra))
     report = {
         "benchmark": "forecasting_etth1",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
-                    "load_average_start": list(os.getloadavg())},
+        "machine": machine_info(load_average_start=load_average()),
         "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
         "overrides": extra,
         "results": [],
@@ -99,7 +81,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         result = run_horizon(series, args.config, horizon, extra, args.verbose)
         result["wall_seconds"] = round(time.perf_counter() - start, 1)
-        result["load_average_end"] = list(os.getloadavg())
+        result["load_average_end"] = load_average()
         report["results"].append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)
     by_horizon = {r["horizon"]: r for r in report["results"]}
@@ -108,7 +90,7 @@ def main(argv=None) -> int:
         "train_96_within_20_min": by_horizon[96]["train_seconds"] <= 1200 if 96 in by_horizon else None,
         "beats_every_baseline_at_every_horizon": all(r["beats_every_baseline"] for r in report["results"]),
     }
-    print(json.dumps(report, indent=2))
+    emit(report)
     return 0
 
 
