@@ -70,7 +70,7 @@ def _default_backbone() -> BackboneConfig:
 
 
 def _default_training() -> TrainingConfig:
-    return TrainingConfig(epochs=30, batch_size=128, learning_rate=1e-3, weight_decay=0.0, warmup_fraction=0.1)
+    return TrainingConfig(epochs=10, batch_size=128, learning_rate=1e-3, weight_decay=0.0, warmup_fraction=0.1)
 
 
 @dataclasses.dataclass
@@ -87,7 +87,7 @@ class ForecastingConfig:
     patch_length: int = 16
     patch_stride: int = 8
     quantiles: tuple[float, ...] = ()
-    loss: str = "mse"
+    loss: str = "mae"
     head_dropout: float = 0.0
     backbone: BackboneConfig = dataclasses.field(default_factory=_default_backbone)
     training: TrainingConfig = dataclasses.field(default_factory=_default_training)
