@@ -63,14 +63,19 @@ def test_tiny_model_separates_obvious_classes(classifier):
     np.testing.assert_allclose(result["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_mean_pooling_ignores_padding():
-    states = np.random.rand(2, 5, 4).astype("float32")
-    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], bool)
+@pytest.mark.parametrize("mode, reduce", [("mean", np.mean), ("max", np.max)])
+def test_pooling_ignores_padding(mode, reduce):
+    states = np.random.rand(3, 5, 4).astype("float32")
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
     changed = states.copy()
     changed[0, 2:] = 100.0
-    pooling = SequencePooling("mean")
-    np.testing.assert_allclose(pooling(states, padding_mask=mask), pooling(changed, padding_mask=mask), rtol=1e-6)
-    np.testing.assert_allclose(pooling(states, padding_mask=mask)[0], states[0, :2].mean(axis=0), rtol=1e-6)
+    changed[2] = 100.0
+    pooling = SequencePooling(mode)
+    pooled = pooling(states, padding_mask=mask)
+    np.testing.assert_allclose(pooled, pooling(changed, padding_mask=mask), rtol=1e-6)
+    np.testing.assert_allclose(pooled[0], reduce(states[0, :2], axis=0), rtol=1e-6)
+    np.testing.assert_allclose(pooled[1], reduce(states[1], axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(pooled[2], np.zeros(4))
 
 
 def test_prediction_does_not_depend_on_bucket_padding(classifier):
