@@ -78,7 +78,9 @@ class ForecastingConfig:
     """Window sizes (in rows), patching, outputs and the PatchTST-like model.
 
     `quantiles`: levels in (0, 1) forecast beside the point forecast, trained with the
-    pinball loss. `loss`: the point forecast's loss, "mse" or "mae".
+    pinball loss. `loss`: the point forecast's loss, "mse" or "mae" (on ETTh1 MAE training
+    gives the lower test MSE too). `head_dropout`: dropout on the flattened patch states the
+    head reads; its weights grow with the horizon and overfit without it.
     """
 
     data: SeriesDataConfig = dataclasses.field(default_factory=SeriesDataConfig)
@@ -88,7 +90,7 @@ class ForecastingConfig:
     patch_stride: int = 8
     quantiles: tuple[float, ...] = ()
     loss: str = "mae"
-    head_dropout: float = 0.0
+    head_dropout: float = 0.3
     backbone: BackboneConfig = dataclasses.field(default_factory=_default_backbone)
     training: TrainingConfig = dataclasses.field(default_factory=_default_training)
 
