@@ -14,6 +14,7 @@ of the whole training call (all threads; on a shared machine the better measure 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     }
     for horizon in args.horizons:
         start = time.perf_counter()
-        result = run_horizon(series, args.config, horizon, extra, args.verbose)
+        with contextlib.redirect_stdout(sys.stderr):  # Keras progress must not mix with the JSON on stdout
+            result = run_horizon(series, args.config, horizon, extra, args.verbose)
         result["wall_seconds"] = round(time.perf_counter() - start, 1)
         result["load_average_end"] = load_average()
         report["results"].append(result)
