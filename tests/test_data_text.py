@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from suite.data.text import CLS_ID, MASK_ID, PAD_ID, TextPreprocessor, mask_tokens, read_text_table
+from suite.data.text import CLS_ID, MASK_ID, PAD_ID, TextPreprocessor, mask_tokens, maximal_phrases, read_text_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "text_classification"
 SST2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "sst2"
@@ -208,6 +208,13 @@ def test_unlabeled_dataset_masks_afresh_each_epoch(pre, train):
     changed = first["token_ids"].numpy() != targets.numpy()
     assert (weights.numpy()[changed] == 1).all() and weights.numpy().sum() > 0
     assert not np.array_equal(first["token_ids"].numpy(), second["token_ids"].numpy())
+
+
+def test_maximal_phrases_keep_each_sentence_once():
+    phrases = ["a fine film", "fine film", "film", "a fine", "dull", "a fine film", "fine", "not dull"]
+    assert maximal_phrases(phrases) == ["a fine film", "not dull"]
+    assert maximal_phrases(["fine films", "film"]) == ["fine films", "film"]
+    assert maximal_phrases([]) == []
 
 
 def test_config_round_trip_and_with_labels(pre, train):

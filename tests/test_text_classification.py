@@ -165,6 +165,16 @@ def test_pretrainer_masks_about_15_percent_and_fine_tunes(tmp_path):
     np.testing.assert_allclose(suite.load(tmp_path / "mlm").embed(["great film"]), pretrainer.embed(["great film"]), atol=1e-6)
 
 
+def test_pretrainer_sentences_only_fits_vocabulary_on_all_rows_and_reads_sentences():
+    sentences = ["a great film with fine acting", "the story is poor and slow"]
+    phrases = sentences + ["great film", "fine acting", "poor", "slow", "the story"]
+    pretrainer = MaskedLMPretrainer.train(phrases, TINY, epochs=1, batch_size=1, sentences_only=True, verbose=0)
+    assert pretrainer.training_metrics["history"]["loss"] and pretrainer.model.optimizer.iterations.numpy() <= 2
+    everything = MaskedLMPretrainer.train(phrases, TINY, epochs=1, batch_size=1, verbose=0)
+    assert pretrainer.preprocessor.vocabulary == everything.preprocessor.vocabulary
+    assert everything.model.optimizer.iterations.numpy() > 2
+
+
 def test_cli_trains_evaluates_predicts_and_exports(repo_root, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(repo_root)
     sample = repo_root / "data" / "text_classification"

@@ -369,6 +369,22 @@ class TextPreprocessor(tf.Module):
         return cls(**config)
 
 
+def maximal_phrases(texts: Sequence[str]) -> list[str]:
+    """The distinct texts that are not a word span of a longer text (longest first).
+
+    For treebank-style data such as SST-2, whose rows are the phrases of a few thousand sentences:
+    this keeps each sentence once. Costs O(words**2) per text, so it suits sentences, not documents.
+    """
+    kept, spans = [], set()
+    for text in sorted(set(texts), key=lambda t: (-len(t.split()), t)):
+        if text in spans:
+            continue
+        kept.append(text)
+        words = text.split()
+        spans.update(" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1))
+    return kept
+
+
 def _label_names(labels: pd.Series, multi_label: bool) -> tuple[str, ...]:
     values = {v for cell in labels for v in cell} if multi_label else set(labels)
     if not values:
