@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
-from suite.tasks.base import inference_function, warmup_cosine  # noqa: E402
+from suite.tasks.base import inference_function, warmup_schedule  # noqa: E402
 from suite.tasks.image_classification import ImageClassifier, split_data  # noqa: E402
 
 CONFIG = REPO / "tasks" / "configs" / "image_classification.yaml"
@@ -107,7 +107,7 @@ def cnn_baseline(task: ImageClassifier, train, test, epochs: int) -> dict:
     model = small_cnn(task)
     steps = epochs * (len(train) // config.training.batch_size)
     model.compile(
-        optimizer=keras.optimizers.AdamW(warmup_cosine(config.training, steps), weight_decay=1e-4),
+        optimizer=keras.optimizers.AdamW(warmup_schedule(config.training, steps), weight_decay=1e-4),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=True,

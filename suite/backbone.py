@@ -26,6 +26,8 @@ class BackboneConfig:
     the input embeddings, `rotary` rotations inside every self-attention, or `none` (the stem
     adds its own, as the ViT stem does). `max_length` bounds learned positions and decode caches.
     `causal` makes the encoder's self-attention causal (decoders always are).
+    `layer_norm_epsilon` is every LayerNorm's epsilon; `embedding_norm` adds a LayerNorm over
+    the input embeddings (after positions, before dropout), as BERT and its family have.
     """
 
     num_layers: int = 4
@@ -38,6 +40,8 @@ class BackboneConfig:
     causal: bool = False
     position: str = "sinusoidal"
     max_length: int = 512
+    layer_norm_epsilon: float = 1e-6
+    embedding_norm: bool = False
 
     def __post_init__(self):
         for name in ("num_layers", "d_model", "num_heads", "ff_dim", "max_length"):
@@ -50,6 +54,8 @@ class BackboneConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"BackboneConfig.dropout must be in [0, 1), got {self.dropout!r}.")
+        if not 0.0 < self.layer_norm_epsilon < 1.0:
+            raise ValueError(f"BackboneConfig.layer_norm_epsilon must be in (0, 1), got {self.layer_norm_epsilon!r}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"BackboneConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}.")
         if self.position not in POSITIONS:
@@ -69,7 +75,7 @@ def _as_config(config: BackboneConfig | dict) -> BackboneConfig:
 
 
 class _Stack(keras.Model):
-    """Common parts of both backbones: config handling, positions, embedding dropout."""
+    """Common parts of both backbones: config handling, positions, embedding norm and dropout."""
 
     def _make_position(self, config: BackboneConfig, dtype, name):
         if config.position == "sinusoidal":
@@ -77,6 +83,17 @@ class _Stack(keras.Model):
         if config.position == "learned":
             return LearnedPositionEmbedding(config.max_length, dtype=dtype, name=name)
         return None
+
+    @staticmethod
+    def _norm(config: BackboneConfig, dtype, name):
+        return keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, dtype=dtype, name=name)
+
+    def _make_embedding_norm(self, config: BackboneConfig, dtype, name):
+        return self._norm(config, dtype, name) if config.embedding_norm else None
+
+    def _make_final_norm(self, config: BackboneConfig, dtype, name):
+        """A pre-LN stack ends with a LayerNorm; a post-LN stack already ends normalised."""
+        return self._norm(config, dtype, name) if config.norm_first else None
 
     @staticmethod
     def _block_kwargs(config: BackboneConfig, dtype) -> dict:
@@ -87,13 +104,16 @@ class _Stack(keras.Model):
             activation=config.activation,
             norm_first=config.norm_first,
             use_rotary=config.position == "rotary",
+            layer_norm_epsilon=config.layer_norm_epsilon,
             dtype=dtype,
         )
 
     @staticmethod
-    def _embed(embeddings, position, dropout, start_index=0, training=None):
+    def _embed(embeddings, position, norm, dropout, start_index=0, training=None):
         if position is not None:
             embeddings = embeddings + position(embeddings, start_index=start_index)
+        if norm is not None:
+            embeddings = norm(embeddings)
         return dropout(embeddings, training=training)
 
     def get_config(self):
@@ -121,20 +141,17 @@ class TransformerBackbone(_Stack):
     def __init__(self, config: BackboneConfig | dict, dtype=None, **kwargs):
         config = _as_config(config)
         position = self._make_position(config, dtype, "position")
+        embedding_norm = self._make_embedding_norm(config, dtype, "embedding_norm")
         embedding_dropout = keras.layers.Dropout(config.dropout, dtype=dtype, name="embedding_dropout")
         blocks = [
             TransformerEncoderBlock(**self._block_kwargs(config, dtype), name=f"encoder_block_{i}")
             for i in range(config.num_layers)
         ]
-        final_norm = (
-            keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype, name="final_norm")
-            if config.norm_first
-            else None
-        )
+        final_norm = self._make_final_norm(config, dtype, "final_norm")
 
         embeddings = keras.Input((None, config.d_model), name="embeddings")
         padding_mask = keras.Input((None,), dtype="bool", name="padding_mask")
-        x = self._embed(embeddings, position, embedding_dropout)
+        x = self._embed(embeddings, position, embedding_norm, embedding_dropout)
         for block in blocks:
             x = block(x, padding_mask=padding_mask, use_causal_mask=config.causal)
         if final_norm is not None:
@@ -166,6 +183,8 @@ class Seq2SeqBackbone(_Stack):
         self.config = config
         self.encoder_position = self._make_position(config, dtype, "encoder_position")
         self.decoder_position = self._make_position(config, dtype, "decoder_position")
+        self.encoder_embedding_norm = self._make_embedding_norm(config, dtype, "encoder_embedding_norm")
+        self.decoder_embedding_norm = self._make_embedding_norm(config, dtype, "decoder_embedding_norm")
         self.embedding_dropout = keras.layers.Dropout(config.dropout, dtype=dtype, name="embedding_dropout")
         block_kwargs = self._block_kwargs(config, dtype)
         self.encoder_blocks = [
@@ -174,14 +193,8 @@ class Seq2SeqBackbone(_Stack):
         self.decoder_blocks = [
             TransformerDecoderBlock(**block_kwargs, name=f"decoder_block_{i}") for i in range(config.num_layers)
         ]
-        self.encoder_norm, self.decoder_norm = (
-            (
-                keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype, name=f"{side}_norm")
-                for side in ("encoder", "decoder")
-            )
-            if config.norm_first
-            else (None, None)
-        )
+        self.encoder_norm = self._make_final_norm(config, dtype, "encoder_norm")
+        self.decoder_norm = self._make_final_norm(config, dtype, "decoder_norm")
 
         inputs = {
             "encoder_embeddings": keras.Input((None, config.d_model), name="encoder_embeddings"),
@@ -200,14 +213,18 @@ class Seq2SeqBackbone(_Stack):
 
     def encode(self, embeddings, padding_mask, training=None):
         """Encoder states `(batch, S, d_model)` for source embeddings `(batch, S, d_model)`."""
-        x = self._embed(embeddings, self.encoder_position, self.embedding_dropout, training=training)
+        x = self._embed(
+            embeddings, self.encoder_position, self.encoder_embedding_norm, self.embedding_dropout, training=training
+        )
         for block in self.encoder_blocks:
             x = block(x, padding_mask=padding_mask, use_causal_mask=self.config.causal, training=training)
         return x if self.encoder_norm is None else self.encoder_norm(x)
 
     def decode(self, embeddings, encoder_outputs, encoder_padding_mask, padding_mask=None, training=None):
         """Decoder states `(batch, T, d_model)` for all target positions at once (teacher forcing)."""
-        x = self._embed(embeddings, self.decoder_position, self.embedding_dropout, training=training)
+        x = self._embed(
+            embeddings, self.decoder_position, self.decoder_embedding_norm, self.embedding_dropout, training=training
+        )
         for block in self.decoder_blocks:
             x = block(
                 x,
@@ -243,7 +260,13 @@ class Seq2SeqBackbone(_Stack):
         Returns `(states (batch, t, d_model), updated cache)`; equals the matching rows of
         `decode` over the whole prefix.
         """
-        x = self._embed(embeddings, self.decoder_position, self.embedding_dropout, start_index=cache_index)
+        x = self._embed(
+            embeddings,
+            self.decoder_position,
+            self.decoder_embedding_norm,
+            self.embedding_dropout,
+            start_index=cache_index,
+        )
         new_self_cache = []
         for i, block in enumerate(self.decoder_blocks):
             x, layer_cache = block(

@@ -78,8 +78,10 @@ def test_config_errors_name_the_problem(tmp_path, pre, train):
         pre.dataset(train, 0)
     with pytest.raises(ValueError, match="bucket_lengths must be strictly increasing"):
         TextPreprocessor(pre.vocabulary, bucket_lengths=(64, 32))
-    with pytest.raises(ValueError, match="vocabulary must start with"):
+    with pytest.raises(ValueError, match=r"special tokens .* lacks \['\[PAD\]', '\[UNK\]', '\[CLS\]'\]"):
         TextPreprocessor(["a", "b"])
+    with pytest.raises(ValueError, match=r"lacks \['\[SEP\]'\]"):
+        TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "a", "b"], separator=True)
     with pytest.raises(ValueError, match=r"unknown keys \['max_len'\]"):
         TextPreprocessor.from_config({**pre.get_config(), "max_len": 3})
     with pytest.raises(ValueError, match="float 0.5"):

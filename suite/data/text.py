@@ -9,10 +9,14 @@ Rules for awkward input:
 - Labels are normalised: integers, integral floats and integer strings become `int`, other labels
   stripped `str`. `label_names` are their `str` forms, sorted (integers first, numerically, then
   strings). An unknown label at evaluation is an error naming it and the known ones.
-- Normalisation is BERT uncased (`lower_case=True`: NFD, strip accents, lower-case, via
-  `tf_text.FastBertNormalizer`); with `lower_case=False` text is only cleaned and stays cased.
-- Token ids: `[PAD]`=0, `[UNK]`=1, `[CLS]`=2, `[SEP]`=3, `[MASK]`=4; sequences are `[CLS]` + word
-  pieces, truncated to the sequence length; `padding_mask` is `token_ids != 0`.
+- Normalisation is BERT's, exactly as Hugging Face's `BertNormalizer` does it (`normalize_text`): control
+  characters and U+FFFD removed, CJK ideographs split into words, and with `lower_case=True` accents
+  stripped and text lower-cased; with `lower_case=False` text is only cleaned and stays cased. Words
+  of more than 100 characters become `[UNK]`, as in BERT's WordPiece.
+- Token ids: vocabularies fitted here start `[PAD]`=0, `[UNK]`=1, `[CLS]`=2, `[SEP]`=3, `[MASK]`=4; a
+  checkpoint's vocabulary keeps its own ids (found by name). Sequences are `[CLS]` + word pieces
+  (+ `[SEP]` with `separator=True`, BERT's framing), truncated to the sequence length;
+  `padding_mask` is `token_ids != [PAD]`. Text that spells a special token ("[SEP]") is plain text.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", 
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 _INTEGER = re.compile(r"[+-]?\d+")
 _TOKENIZE_CHUNK = 1024
+MAX_WORD_CHARACTERS = 100
+_CJK = (r"\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}"
+        r"\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}")
+# A character of a word: BERT splits words at whitespace, ASCII symbols and Unicode punctuation.
+_WORD_CHARACTER = r"[^\s\p{Z}\p{P}!-/:-@\[-`{-~]"
+# Stands in for an over-long word: a private-use character (removed from every input) is no token.
+_OVERLONG_WORD = "\uE000"
 
 
 def read_text_table(
@@ -77,6 +88,33 @@ def read_text_table(
         labels = _labels(list(table[label_column]), multi_label, label_delimiter, label_column, where)
         frame["label"] = pd.Series(labels, dtype=object)
     return frame
+
+
+def read_sentence_pairs(
+    source: str | Path | pd.DataFrame,
+    columns: Sequence[str] = ("sentence1", "sentence2", "score"),
+) -> pd.DataFrame:
+    """Reads scored sentence pairs (STS-B style) into columns `sentence1`, `sentence2` (str) and `score`
+    (float) from a DataFrame or a file in any format `read_text_table` reads. `columns` names the two
+    text columns and the score column of the source."""
+    if isinstance(source, pd.DataFrame):
+        table, where = source, "DataFrame"
+    elif isinstance(source, (str, Path)):
+        table, where = _load(Path(source)), str(source)
+    else:
+        raise TypeError(f"read_sentence_pairs: source must be a path or a DataFrame, got {type(source).__name__}.")
+    absent = [c for c in columns if c not in table.columns]
+    if len(columns) != 3 or absent:
+        raise ValueError(f"read_sentence_pairs: {where} needs the columns {list(columns)} (two texts and a score); "
+                         f"it lacks {absent}, its columns are {[str(c) for c in table.columns]}.")
+    first, second, score = columns
+    scores = pd.to_numeric(table[score], errors="coerce")
+    bad = [int(i) for i in np.flatnonzero(~np.isfinite(scores.to_numpy(dtype=float)))]
+    if bad:
+        raise ValueError(f"read_sentence_pairs: {where} has {len(bad)} missing or non-numeric score(s) in column "
+                         f"{score!r}, at row(s) {bad[:10]} (0-based, header excluded).")
+    return pd.DataFrame({"sentence1": [_text(v) for v in table[first]], "sentence2": [_text(v) for v in table[second]],
+                         "score": scores.astype(float).to_numpy()})
 
 
 def _load(path: Path) -> pd.DataFrame:
@@ -178,12 +216,16 @@ class TextPreprocessor(tf.Module):
         multi_label: bool = False,
         lower_case: bool = True,
         bucket_lengths: Sequence[int] = (32, 64, 128),
+        strip_accents: bool | None = None,
+        separator: bool = False,
     ):
         super().__init__(name="text_preprocessor")
         vocabulary = tuple(str(token) for token in vocabulary)
-        if vocabulary[: len(RESERVED_TOKENS)] != RESERVED_TOKENS or len(vocabulary) <= len(RESERVED_TOKENS):
-            raise ValueError(f"vocabulary must start with {list(RESERVED_TOKENS)} and hold more tokens, "
-                             f"got {list(vocabulary[:8])}... ({len(vocabulary)} tokens).")
+        needed = RESERVED_TOKENS[:4] if separator else RESERVED_TOKENS[:3]
+        missing = [token for token in needed if token not in vocabulary]
+        if missing or len(vocabulary) <= len(needed):
+            raise ValueError(f"vocabulary must hold the special tokens {list(needed)} and more, but it lacks "
+                             f"{missing} ({len(vocabulary)} tokens: {list(vocabulary[:8])}...).")
         buckets = tuple(_positive_int("bucket_lengths entries", b) for b in bucket_lengths)
         if not buckets or min(buckets) < 2 or list(buckets) != sorted(set(buckets)):
             raise ValueError(f"bucket_lengths must be strictly increasing integers >= 2, got {list(bucket_lengths)}.")
@@ -192,10 +234,15 @@ class TextPreprocessor(tf.Module):
             raise ValueError(f"label_names must be unique, got {list(names)}.")
         self.vocabulary, self.label_names, self.bucket_lengths = vocabulary, names, buckets
         self.multi_label, self.lower_case = bool(multi_label), bool(lower_case)
+        self.strip_accents = None if strip_accents is None else bool(strip_accents)
+        self.separator = bool(separator)
+        self.pad_id, self.unk_id, self.cls_id = (vocabulary.index(token) for token in RESERVED_TOKENS[:3])
+        self.sep_id = vocabulary.index("[SEP]") if "[SEP]" in vocabulary else None
+        self.mask_id = vocabulary.index("[MASK]") if "[MASK]" in vocabulary else None
         self._label_ids = {name: i for i, name in enumerate(names)}
-        self._normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=self.lower_case)
         self._tokenizer = tf_text.FastWordpieceTokenizer(
-            list(vocabulary), token_out_type=tf.int32, unknown_token="[UNK]", no_pretokenization=False)
+            list(vocabulary), token_out_type=tf.int32, unknown_token="[UNK]", no_pretokenization=False,
+            max_bytes_per_word=4 * MAX_WORD_CHARACTERS)
 
     @classmethod
     def fit(
@@ -222,9 +269,8 @@ class TextPreprocessor(tf.Module):
         table = _as_table(data, multi_label)
         if table.empty:
             raise ValueError("TextPreprocessor.fit: the training data holds no texts.")
-        normalizer = tf_text.FastBertNormalizer(lower_case_nfd_strip_accents=bool(lower_case))
         texts = tf.data.Dataset.from_tensor_slices(tf.constant(table["text"].tolist(), tf.string))
-        texts = texts.batch(_TOKENIZE_CHUNK).map(lambda t: normalizer.normalize(_valid_utf8(t)))
+        texts = texts.batch(_TOKENIZE_CHUNK).map(lambda t: normalize_text(t, bool(lower_case)))
         vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
             texts, vocabulary_size, reserved_tokens=list(RESERVED_TOKENS))
         names = _label_names(table["label"], multi_label) if "label" in table.columns else ()
@@ -236,7 +282,7 @@ class TextPreprocessor(tf.Module):
             raise ValueError("with_labels: data must be a DataFrame with a 'label' column (see read_text_table).")
         multi_label = len(data) > 0 and all(isinstance(v, (list, tuple, np.ndarray)) for v in data["label"])
         names = _label_names(_as_table(data, multi_label)["label"], multi_label)
-        return TextPreprocessor(self.vocabulary, names, multi_label, self.lower_case, self.bucket_lengths)
+        return TextPreprocessor(**{**self.get_config(), "label_names": names, "multi_label": multi_label})
 
     @property
     def vocabulary_size(self) -> int:
@@ -252,23 +298,41 @@ class TextPreprocessor(tf.Module):
         return self.bucket_lengths[-1]
 
     def tf_token_ids(self, strings: tf.Tensor | Sequence[str], max_length: int | None = None) -> tf.RaggedTensor:
-        """Strings `(batch,)` -> ragged int32 ids `(batch, (len))`: `[CLS]` + word pieces, len <= max_length."""
+        """Strings `(batch,)` -> ragged int32 ids `(batch, (len))`: `[CLS]` + word pieces (+ `[SEP]`),
+        len <= max_length."""
         max_length = _positive_int("max_length", max_length or self.sequence_length)
+        if max_length < 2 + self.separator:
+            raise ValueError(f"max_length must leave room for a word piece after the special tokens, got {max_length}.")
         strings = tf.convert_to_tensor(strings, dtype=tf.string)
-        pieces = self._tokenizer.tokenize(self._normalizer.normalize(_valid_utf8(strings)))
-        pieces = pieces[:, : max_length - 1]
-        cls = tf.fill(tf.stack([pieces.nrows(), 1]), tf.constant(CLS_ID, tf.int32))
-        return tf.concat([tf.RaggedTensor.from_tensor(cls, row_splits_dtype=pieces.row_splits.dtype), pieces], axis=1)
+        pieces = self._tokenizer.tokenize(normalize_text(strings, self.lower_case, self.strip_accents))
+        pieces = pieces[:, : max_length - 1 - self.separator]
+        rows = tf.stack([pieces.nrows(), 1])
+        splits = pieces.row_splits.dtype
+        parts = [tf.RaggedTensor.from_tensor(tf.fill(rows, self.cls_id), row_splits_dtype=splits), pieces]
+        if self.separator:
+            parts.append(tf.RaggedTensor.from_tensor(tf.fill(rows, self.sep_id), row_splits_dtype=splits))
+        return tf.concat(parts, axis=1)
 
     def tf_tokenize(self, strings: tf.Tensor | Sequence[str], sequence_length: int | None = None
                     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Strings `(batch,)` -> `token_ids (batch, L)` int32 and `padding_mask (batch, L)` bool, L static.
+        """Strings `(batch,)` -> `token_ids (batch, L)` int32 and `padding_mask (batch, L)` bool.
 
-        L defaults to `sequence_length`; longer texts are truncated. Empty strings and a batch of 0 work.
+        With `sequence_length`, L is that (static). Without, L is the smallest of `bucket_lengths` that
+        holds the batch's longest text, so short requests are not padded to the longest bucket (a few
+        programs where serving is XLA-compiled). Longer texts are truncated; empty strings and a batch
+        of 0 work.
         """
-        length = _positive_int("sequence_length", sequence_length or self.sequence_length)
-        token_ids = self.tf_token_ids(strings, length).to_tensor(default_value=PAD_ID, shape=[None, length])
-        return token_ids, tf.not_equal(token_ids, PAD_ID)
+        if sequence_length is not None:
+            length = _positive_int("sequence_length", sequence_length)
+            token_ids = self.tf_token_ids(strings, length).to_tensor(default_value=self.pad_id, shape=[None, length])
+            return token_ids, tf.not_equal(token_ids, self.pad_id)
+        ids = self.tf_token_ids(strings)
+        buckets = tf.constant(self.bucket_lengths, tf.int64)
+        length = tf.reduce_min(tf.boolean_mask(buckets, buckets >= tf.reduce_max(ids.row_lengths())))
+        token_ids = ids.to_tensor(default_value=self.pad_id)
+        token_ids = tf.pad(token_ids, [[0, 0], [0, length - tf.shape(token_ids, tf.int64)[1]]],
+                           constant_values=self.pad_id)
+        return token_ids, tf.not_equal(token_ids, self.pad_id)
 
     def encode_labels(self, labels: Sequence) -> np.ndarray:
         """Labels -> class ids `(n,)` int32, or multi-hot `(n, num_labels)` float32 when multi-label."""
@@ -331,12 +395,13 @@ class TextPreprocessor(tf.Module):
         examples = (tf.data.Dataset.from_tensor_slices(columns).batch(_TOKENIZE_CHUNK)
                     .map(lambda text, *rest: (self.tf_token_ids(text), *rest), num_parallel_calls=tf.data.AUTOTUNE)
                     .unbatch().map(lambda ids, *rest: (tf.convert_to_tensor(ids), *rest)).cache())
+        padding = (tf.constant(self.pad_id, tf.int32),) + (() if targets is None else (tf.constant(0, targets.dtype),))
         if shuffle:
             examples = examples.shuffle(max(len(texts), 1), seed=seed, reshuffle_each_iteration=True)
         if shuffle or training:
             batches = examples.bucket_by_sequence_length(
                 lambda ids, *rest: tf.shape(ids)[0], [length + 1 for length in self.bucket_lengths],
-                [batch_size] * (len(self.bucket_lengths) + 1), pad_to_bucket_boundary=True,
+                [batch_size] * (len(self.bucket_lengths) + 1), padding_values=padding, pad_to_bucket_boundary=True,
                 drop_remainder=training)
         else:
             buckets = tf.constant(self.bucket_lengths, tf.int32)
@@ -344,12 +409,12 @@ class TextPreprocessor(tf.Module):
             def to_bucket(ids: tf.Tensor, *rest: tf.Tensor) -> tuple:
                 width = tf.shape(ids)[1]
                 target = tf.reduce_min(tf.boolean_mask(buckets, buckets >= width))
-                return (tf.pad(ids, [[0, 0], [0, target - width]], constant_values=PAD_ID), *rest)
+                return (tf.pad(ids, [[0, 0], [0, target - width]], constant_values=self.pad_id), *rest)
 
-            batches = examples.padded_batch(batch_size).map(to_bucket)
+            batches = examples.padded_batch(batch_size, padding_values=padding).map(to_bucket)
 
         def to_inputs(ids: tf.Tensor, *rest: tf.Tensor):
-            inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, PAD_ID)}
+            inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, self.pad_id)}
             return (inputs, *rest) if rest else inputs
 
         return batches.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -357,12 +422,14 @@ class TextPreprocessor(tf.Module):
     def get_config(self) -> dict:
         return {"vocabulary": list(self.vocabulary), "label_names": list(self.label_names),
                 "multi_label": self.multi_label, "lower_case": self.lower_case,
-                "bucket_lengths": list(self.bucket_lengths)}
+                "bucket_lengths": list(self.bucket_lengths), "strip_accents": self.strip_accents,
+                "separator": self.separator}
 
     @classmethod
     def from_config(cls, config: dict) -> TextPreprocessor:
-        expected = {"vocabulary", "label_names", "multi_label", "lower_case", "bucket_lengths"}
-        unknown, missing = sorted(set(config) - expected), sorted(expected - set(config))
+        required = {"vocabulary", "label_names", "multi_label", "lower_case", "bucket_lengths"}
+        expected = required | {"strip_accents", "separator"}
+        unknown, missing = sorted(set(config) - expected), sorted(required - set(config))
         if unknown or missing:
             raise ValueError(f"TextPreprocessor.from_config: unknown keys {unknown}, missing keys {missing}; "
                              f"expected {sorted(expected)}.")
@@ -392,8 +459,27 @@ def _label_names(labels: pd.Series, multi_label: bool) -> tuple[str, ...]:
     return tuple(str(v) for v in sorted(values, key=lambda v: (0, v, "") if isinstance(v, int) else (1, 0, v)))
 
 
-def _valid_utf8(strings: tf.Tensor) -> tf.Tensor:
-    return tf.strings.unicode_transcode(strings, "UTF-8", "UTF-8", errors="replace")
+def normalize_text(strings: tf.Tensor, lower_case: bool = True, strip_accents: bool | None = None) -> tf.Tensor:
+    """BERT's normalisation of strings `(batch,)`, token for token as Hugging Face's `BertNormalizer`
+    and `BertPreTokenizer` see it, in TF ops that TF Serving runs.
+
+    Invalid UTF-8 becomes U+FFFD; tab, newline and carriage return become spaces; U+FFFD, other control,
+    format and private-use characters are removed; CJK ideographs are spaced apart; accents are stripped
+    (NFD, then nonspacing marks removed) when `strip_accents`, which defaults to `lower_case`; then
+    text is lower-cased character by character. A word (a run between whitespace and punctuation) of
+    more than `MAX_WORD_CHARACTERS` characters is replaced by a character no vocabulary holds, so it
+    becomes one `[UNK]`.
+    """
+    strings = tf.strings.unicode_transcode(strings, "UTF-8", "UTF-8", errors="replace")
+    strings = tf.strings.regex_replace(strings, r"[\t\n\r]", " ")
+    strings = tf.strings.regex_replace(strings, r"[\x{FFFD}\p{Cc}\p{Cf}\p{Co}]", "")
+    strings = tf.strings.regex_replace(strings, f"([{_CJK}])", r" \1 ")
+    if lower_case if strip_accents is None else strip_accents:
+        strings = tf.strings.regex_replace(tf_text.normalize_utf8(strings, "NFD"), r"\p{Mn}", "")
+    if lower_case:
+        # Character by character: ICU's string lower-casing would turn a word-final Σ into ς.
+        strings = tf.strings.lower(tf.strings.regex_replace(strings, "Σ", "σ"), encoding="utf-8")
+    return tf.strings.regex_replace(strings, f"{_WORD_CHARACTER}{{{MAX_WORD_CHARACTERS + 1},}}", _OVERLONG_WORD)
 
 
 def mask_tokens(token_ids: tf.Tensor, padding_mask: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,

@@ -26,9 +26,16 @@ TASKS: dict[str, type["Task"]] = {}
 warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
+DECAYS = ("cosine", "linear")
+
+
 @dataclasses.dataclass
 class TrainingConfig:
-    """Optimisation settings shared by every domain."""
+    """Optimisation settings shared by every domain.
+
+    The learning rate rises linearly over `warmup_fraction` of the steps, then decays to zero along
+    a cosine (`decay: cosine`) or a line (`decay: linear`, BERT's fine-tuning schedule).
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -39,6 +46,7 @@ class TrainingConfig:
     seed: int = 0
     checkpoint_steps: int = 200
     strategy: str = "default"
+    decay: str = "cosine"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "checkpoint_steps"):
@@ -48,19 +56,40 @@ class TrainingConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+        if self.decay not in DECAYS:
+            raise ValueError(f"decay must be one of {list(DECAYS)}, got {self.decay!r}.")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}.")
 
 
-def warmup_cosine(training: TrainingConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up over `warmup_fraction` of the steps, then cosine decay to zero."""
+def warmup_schedule(training: TrainingConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up over `warmup_fraction` of the steps, then `training.decay` to zero."""
     warmup = int(training.warmup_fraction * total_steps)
+    if training.decay == "linear":
+        return WarmupLinearDecay(training.learning_rate, warmup, total_steps)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else training.learning_rate,
         decay_steps=max(total_steps - warmup, 1),
         warmup_target=training.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+
+
+@keras.saving.register_keras_serializable(package="suite")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """From 0 up to `peak` over `warmup_steps`, then linearly down to 0 at `total_steps`."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        fraction = keras.ops.minimum(step / self.warmup_steps, decay) if self.warmup_steps else decay
+        return self.peak * keras.ops.clip(fraction, 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
 def inference_function(model: keras.Model, jit_compile: bool = True):

@@ -28,7 +28,7 @@ from suite.data.timeseries import (
     split_by_fractions,
 )
 from suite.io import write_json_atomic
-from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_cosine
+from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_schedule
 from suite.tasks.forecasting_metrics import evaluate_baselines, forecast_metrics
 from suite.tasks.forecasting_model import PatchForecaster, PinballLoss
 
@@ -191,7 +191,7 @@ class Forecaster(Task):
 
     def compile(self, total_steps: int) -> None:
         training = self.config.training
-        optimizer = keras.optimizers.AdamW(warmup_cosine(training, total_steps), weight_decay=training.weight_decay)
+        optimizer = keras.optimizers.AdamW(warmup_schedule(training, total_steps), weight_decay=training.weight_decay)
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "scale", "shift"])
         losses = {"forecast": self.config.loss}
         if self.config.quantiles:

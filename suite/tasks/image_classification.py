@@ -16,7 +16,7 @@ from suite.config import to_dict
 from suite.data import images as image_data
 from suite.data.images import ImageAugmentation, ImageData, ImagePreprocessor, read_images, train_validation_split
 from suite.io import write_json_atomic
-from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_cosine
+from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_schedule
 from suite.tasks.vit import build_vit, patch_grid
 
 OUTPUT_KEYS = ("label", "class_id", "probabilities", "top_k_class_id", "top_k_label", "top_k_probabilities")
@@ -205,7 +205,7 @@ class ImageClassifier(Task):
 
     def compile(self, total_steps: int) -> None:
         optimizer = keras.optimizers.AdamW(
-            learning_rate=warmup_cosine(self.config.training, total_steps),
+            learning_rate=warmup_schedule(self.config.training, total_steps),
             weight_decay=self.config.training.weight_decay,
             clipnorm=1.0,
         )

@@ -11,7 +11,7 @@ from keras import ops
 
 from suite.data.text import TextPreprocessor, maximal_phrases
 from suite.layers import SequencePooling
-from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_cosine
+from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_schedule
 from suite.tasks.text_classification import TextDataConfig, TextModelConfig, read_texts
 from suite.tasks.text_encoder import TextEncoder, embed_texts, text_inputs
 
@@ -144,7 +144,7 @@ class MaskedLMPretrainer(Task):
 
     def compile(self, total_steps: int) -> None:
         optimizer = keras.optimizers.AdamW(
-            learning_rate=warmup_cosine(self.config.training, total_steps),
+            learning_rate=warmup_schedule(self.config.training, total_steps),
             weight_decay=self.config.training.weight_decay,
         )
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "embeddings"])

@@ -22,7 +22,7 @@ from suite.data.recommendation import (
     user_sequences,
 )
 from suite.io import write_json_atomic
-from suite.tasks.base import Task, TrainingConfig, warmup_cosine
+from suite.tasks.base import Task, TrainingConfig, warmup_schedule
 from suite.tasks.recommendation_metrics import ItemCooccurrence, MostPopular, evaluate_scores
 from suite.tasks.sasrec import SASRec, top_items
 
@@ -179,7 +179,7 @@ class Recommender(Task):
     def compile(self, total_steps: int) -> None:
         training = self.config.training
         optimizer = keras.optimizers.AdamW(
-            learning_rate=warmup_cosine(training, total_steps), weight_decay=training.weight_decay, beta_2=0.98
+            learning_rate=warmup_schedule(training, total_steps), weight_decay=training.weight_decay, beta_2=0.98
         )
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         self.model.compile(optimizer=optimizer, jit_compile=True)

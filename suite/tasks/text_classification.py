@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
@@ -12,8 +13,9 @@ import tensorflow as tf
 from suite.backbone import BackboneConfig
 from suite.data.text import TextPreprocessor, read_text_table
 from suite.layers import SequencePooling
-from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_cosine
-from suite.tasks.text_encoder import TextEncoder, embed_texts, text_inputs
+from suite.tasks.base import Task, TrainingConfig, inference_function, warmup_schedule
+from suite.pretrained import BertCheckpoint
+from suite.tasks.text_encoder import TextEncoder, embed_texts, pretrained_encoder, text_inputs
 
 
 @dataclasses.dataclass
@@ -42,6 +44,7 @@ class TextModelConfig:
     lower_case: bool = True
     bucket_lengths: tuple[int, ...] = (32, 64, 128)
     backbone: BackboneConfig = dataclasses.field(default_factory=_default_text_backbone)
+    type_vocabulary_size: int = 0
 
     def __post_init__(self):
         if self.backbone.position == "learned" and self.backbone.max_length < max(self.bucket_lengths):
@@ -53,6 +56,12 @@ class TextModelConfig:
 
 @dataclasses.dataclass
 class TextClassificationConfig(TextModelConfig):
+    """`pretrained`: a BERT-family checkpoint (folder or name, see `suite.pretrained.resolve_checkpoint`)
+    whose tokenizer and encoder the classifier starts from; its vocabulary, casing and backbone then
+    replace `vocabulary_size`, `lower_case` and `backbone`, and `bucket_lengths` end at its maximum
+    length. Fine-tuning wants a small learning rate (2e-5 to 1e-4) and `training.decay: linear`."""
+
+    pretrained: str | None = None
     data: TextDataConfig = dataclasses.field(default_factory=TextDataConfig)
     pooling: str = "first"
     head_dropout: float = 0.1
@@ -81,7 +90,9 @@ class TextClassifier(Task):
     """Classifies texts (single- or multi-label) with a Transformer encoder.
 
     `TextClassifier.train(df_or_path, validation_data=..., backbone=pretrainer)` fine-tunes
-    from a `MaskedLMPretrainer` (its vocabulary and backbone are then used).
+    from a `MaskedLMPretrainer` (its vocabulary and backbone are then used);
+    `TextClassifier.train(df_or_path, config, pretrained="all-MiniLM-L6-v2")` fine-tunes a
+    Hugging Face BERT-family checkpoint (its tokenizer and encoder).
     """
 
     domain = "text_classification"
@@ -103,6 +114,10 @@ class TextClassifier(Task):
 
     @classmethod
     def create(cls, train_data, config, backbone: Task | None = None) -> "TextClassifier":
+        if config.pretrained is not None:
+            if backbone is not None:
+                raise ValueError("pass either backbone (a trained MaskedLMPretrainer) or pretrained (a checkpoint), not both.")
+            return cls._from_checkpoint(train_data, config)
         if backbone is None:
             return super().create(train_data, config)
         if not hasattr(backbone, "encoder"):
@@ -113,6 +128,7 @@ class TextClassifier(Task):
             lower_case=backbone.config.lower_case,
             bucket_lengths=backbone.config.bucket_lengths,
             backbone=backbone.config.backbone,
+            type_vocabulary_size=backbone.config.type_vocabulary_size,
         )
         preprocessor = backbone.preprocessor.with_labels(train_data)
         task = cls(cls.build_model(preprocessor, config), preprocessor, config)
@@ -120,9 +136,31 @@ class TextClassifier(Task):
         return task
 
     @classmethod
-    def build_model(cls, preprocessor, config) -> keras.Model:
+    def _from_checkpoint(cls, train_data, config) -> "TextClassifier":
+        checkpoint = BertCheckpoint.read(config.pretrained)
+        if config.training.learning_rate > 1e-4:
+            warnings.warn(f"training.learning_rate {config.training.learning_rate} is high for fine-tuning a "
+                          "pretrained checkpoint; BERT recipes use 2e-5 to 1e-4.", stacklevel=3)
+        preprocessor = checkpoint.preprocessor(config.bucket_lengths).with_labels(train_data)
+        config = dataclasses.replace(
+            config,
+            vocabulary_size=preprocessor.vocabulary_size,
+            lower_case=checkpoint.lower_case,
+            bucket_lengths=preprocessor.bucket_lengths,
+            backbone=checkpoint.backbone,
+            type_vocabulary_size=checkpoint.type_vocabulary_size,
+        )
+        return cls(cls.build_model(preprocessor, config, pretrained_encoder(checkpoint)), preprocessor, config)
+
+    @classmethod
+    def build_model(cls, preprocessor, config, encoder: TextEncoder | None = None) -> keras.Model:
+        """Encoder -> pooling -> dropout -> logits; `encoder` defaults to a fresh `TextEncoder`."""
         inputs = text_inputs()
-        states = TextEncoder(preprocessor.vocabulary_size, config.backbone, name="text_encoder")(inputs)
+        if encoder is None:
+            encoder = TextEncoder(
+                preprocessor.vocabulary_size, config.backbone, config.type_vocabulary_size, name="text_encoder"
+            )
+        states = encoder(inputs)
         pooled = SequencePooling(config.pooling, name="pooling")(states, padding_mask=inputs["padding_mask"])
         hidden = keras.layers.Dropout(config.head_dropout, name="head_dropout")(pooled)
         logits = keras.layers.Dense(preprocessor.num_labels, dtype="float32", name="logits")(hidden)
@@ -145,7 +183,7 @@ class TextClassifier(Task):
 
     def compile(self, total_steps: int) -> None:
         optimizer = keras.optimizers.AdamW(
-            learning_rate=warmup_cosine(self.config.training, total_steps),
+            learning_rate=warmup_schedule(self.config.training, total_steps),
             weight_decay=self.config.training.weight_decay,
         )
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "embeddings"])

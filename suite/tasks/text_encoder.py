@@ -8,44 +8,71 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from suite.backbone import BackboneConfig, TransformerBackbone
 from suite.config import from_dict
+from suite.pretrained import BertCheckpoint
 
 
 @keras.saving.register_keras_serializable(package="suite")
 class TextEncoder(keras.Model):
-    """Token embedding + `TransformerBackbone`.
+    """Token embedding (+ token-type embedding) + `TransformerBackbone`.
 
-    Inputs: `{"token_ids": (batch, seq_len) int32, "padding_mask": (batch, seq_len) bool}`.
-    Output: `(batch, seq_len, d_model)`. The embedding is a `ReversibleEmbedding`, so an LM head
-    can project states back onto the vocabulary with tied weights.
+    Inputs: `{"token_ids": (batch, seq_len) int32, "padding_mask": (batch, seq_len) bool}` and, with
+    `type_vocabulary_size > 0`, optional `"segment_ids": (batch, seq_len) int32` (default all 0,
+    one segment). Output: `(batch, seq_len, d_model)`. The embedding is a `ReversibleEmbedding`, so
+    an LM head can project states back onto the vocabulary with tied weights.
     """
 
-    def __init__(self, vocabulary_size: int, backbone: BackboneConfig | dict, dtype=None, **kwargs):
+    def __init__(
+        self,
+        vocabulary_size: int,
+        backbone: BackboneConfig | dict,
+        type_vocabulary_size: int = 0,
+        dtype=None,
+        **kwargs,
+    ):
+        super().__init__(dtype=dtype, **kwargs)
         config = backbone if isinstance(backbone, BackboneConfig) else from_dict(BackboneConfig, backbone)
-        token_embedding = keras_hub.layers.ReversibleEmbedding(
-            vocabulary_size,
-            config.d_model,
-            embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            dtype=dtype,
-            name="token_embedding",
+        initializer = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.token_embedding = keras_hub.layers.ReversibleEmbedding(
+            vocabulary_size, config.d_model, embeddings_initializer=initializer, dtype=dtype, name="token_embedding"
         )
-        stack = TransformerBackbone(config, dtype=dtype, name="backbone")
-        inputs = {
-            "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
-            "padding_mask": keras.Input((None,), dtype="bool", name="padding_mask"),
-        }
-        states = stack({"embeddings": token_embedding(inputs["token_ids"]), "padding_mask": inputs["padding_mask"]})
-        super().__init__(inputs=inputs, outputs=states, dtype=dtype, **kwargs)
+        self.segment_embedding = (
+            keras.layers.Embedding(
+                type_vocabulary_size, config.d_model, embeddings_initializer=initializer, dtype=dtype,
+                name="segment_embedding",
+            )
+            if type_vocabulary_size
+            else None
+        )
+        self.backbone = TransformerBackbone(config, dtype=dtype, name="backbone")
         self.vocabulary_size = vocabulary_size
+        self.type_vocabulary_size = type_vocabulary_size
         self.backbone_config = config
-        self.token_embedding = token_embedding
+        self.build({"token_ids": (None, None), "padding_mask": (None, None)})
+
+    def build(self, input_shape):
+        self.token_embedding.build(input_shape["token_ids"])
+        if self.segment_embedding is not None:
+            self.segment_embedding.build(input_shape["token_ids"])
+        self.built = True
+
+    def call(self, inputs, training=None):
+        embeddings = self.token_embedding(inputs["token_ids"])
+        if self.segment_embedding is not None:
+            segment_ids = inputs.get("segment_ids")
+            if segment_ids is None:
+                segment_ids = ops.zeros_like(inputs["token_ids"])
+            embeddings = embeddings + self.segment_embedding(segment_ids)
+        return self.backbone({"embeddings": embeddings, "padding_mask": inputs["padding_mask"]}, training=training)
 
     def get_config(self):
         return {
             "vocabulary_size": self.vocabulary_size,
             "backbone": dataclasses.asdict(self.backbone_config),
+            "type_vocabulary_size": self.type_vocabulary_size,
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
@@ -54,6 +81,13 @@ class TextEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def pretrained_encoder(checkpoint: BertCheckpoint, name: str = "text_encoder") -> TextEncoder:
+    """A `TextEncoder` with the architecture and every weight of `checkpoint`."""
+    encoder = TextEncoder(len(checkpoint.vocabulary), checkpoint.backbone, checkpoint.type_vocabulary_size, name=name)
+    checkpoint.load_into(encoder)
+    return encoder
 
 
 def text_inputs() -> dict:

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from suite.backbone import BackboneConfig
 from suite.data.translation import PAD_ID, TranslationPreprocessor, read_parallel
-from suite.tasks.base import Task, TrainingConfig, warmup_cosine
+from suite.tasks.base import Task, TrainingConfig, warmup_schedule
 from suite.tasks.decoding import CompiledDecoder, decode
 from suite.tasks.translation_model import (
     InverseSquareRootSchedule,
@@ -140,7 +140,7 @@ class Translator(Task):
         if self.config.schedule == "cosine":
             if self.config.warmup_steps is not None:
                 training = dataclasses.replace(training, warmup_fraction=min(self.config.warmup_steps / total_steps, 0.99))
-            return warmup_cosine(training, total_steps)
+            return warmup_schedule(training, total_steps)
         warmup = self.config.warmup_steps or max(int(training.warmup_fraction * total_steps), 1)
         return InverseSquareRootSchedule(training.learning_rate, warmup)
 

