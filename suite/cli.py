@@ -99,9 +99,12 @@ def _run(args: argparse.Namespace, rest: list[str]):
         from suite.export import write_serving_config
 
         return {"models_config": str(write_serving_config(args.export_dir, args.output))}
-    from suite.tasks import Task
+    from suite.tasks import SentenceEncoder, Task
 
-    task = Task.load(args.task)
+    if args.command == "export" and args.pretrained:
+        task = SentenceEncoder.from_pretrained(args.pretrained)
+    else:
+        task = Task.load(args.task)
     if args.command == "evaluate":
         return task.evaluate(args.data)
     if args.command == "predict":
@@ -125,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     predict = commands.add_parser("predict", help="predictions of a saved task")
     predict.add_argument("task", type=Path, help="a saved task folder")
     predict.add_argument("inputs", nargs="+", help="inputs in the domain's form (texts, file paths, ...)")
-    export = commands.add_parser("export", help="export a saved task as a TF Serving SavedModel")
-    export.add_argument("task", type=Path, help="a saved task folder")
+    export = commands.add_parser("export", help="export a saved task, or a pretrained checkpoint's sentence "
+                                 "encoder, as a TF Serving SavedModel")
+    export.add_argument("task", type=Path, nargs="?", help="a saved task folder")
+    export.add_argument("--pretrained", metavar="SOURCE", help="instead of a task: a BERT-family checkpoint (folder "
+                        "or name, e.g. all-MiniLM-L6-v2) exported as a sentence encoder")
     export.add_argument("--export-dir", type=Path, default=Path("saved_models"))
     export.add_argument("--model-name", help="default: the domain")
     export.add_argument("--version", type=int, help="default: the next integer version")
@@ -140,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown domain {args.domain!r}; choose from {sorted(_tasks())}")
     if args.command not in ("train", "bench") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "export" and (args.task is None) == (args.pretrained is None):
+        parser.error("export takes a saved task folder or --pretrained SOURCE (one of the two)")
     try:
         with contextlib.redirect_stdout(sys.stderr):
             result = _run(args, rest)

