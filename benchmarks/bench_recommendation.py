@@ -1,6 +1,6 @@
 """MovieLens-100K next-item recommendation: the SASRec-style recommender beside the baselines.
 
-Trains from `tasks/configs/recommendation.yaml` on the leave-one-out training part (each
+Trains from `suite/recommendation/configs/recommendation.yaml` on the leave-one-out training part (each
 user's events but the last two), then ranks each user's last item given all events before it:
 HR@10, NDCG@10 and MRR under full ranking over all items (seen items excluded) and under the
 100-sampled-negatives protocol (uniform negatives the user never rated, seeded), beside the
@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT))
 
 from common import Stopwatch, add_overrides_option, emit, machine_info, overrides  # noqa: E402
 from suite.config import to_dict  # noqa: E402
-from suite.tasks.recommendation import Recommender  # noqa: E402
+from suite.recommendation.task import Recommender  # noqa: E402
 
 TARGETS = {"sampled_HR@10": 0.70, "sampled_NDCG@10": 0.45, "full_HR@10_over_most_popular": 1.5, "train_seconds": 600}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "tasks" / "configs" / "recommendation.yaml")
+    parser.add_argument("--config", type=Path, default=Recommender.config_file())
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "ml-100k" / "u.data")
     add_overrides_option(parser)
     parser.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     if not args.data.is_file():
         raise SystemExit(f"MovieLens-100K not found at {args.data}")
     machine = machine_info(uptime_start=uptime())
-    config = Recommender.resolve_config(args.config, {"data.path": str(args.data), **overrides(args.overrides)})
-    interactions = Recommender.read(None, config)
+    config = Recommender.resolve_config(args.config, {"data.train": str(args.data), **overrides(args.overrides)})
+    interactions = Recommender.read(config.data.train, config)
     with contextlib.redirect_stdout(sys.stderr), Stopwatch() as training_watch:
         task = Recommender.train(interactions, config, verbose=args.verbose)
     training = task.training_metrics

@@ -2,9 +2,9 @@
 
 In one run, on `../shared/datasets/sst2/` (train on `train.tsv`, select on `validation.tsv`,
 report accuracy on the official dev set `dev.tsv`, 872 sentences):
-  - `scratch`: `TextClassifier.train` with the default config `tasks/configs/text_classification.yaml`;
-  - `pretrained`: a `MaskedLMPretrainer` (default config `tasks/configs/masked_lm.yaml`) trained on the
-    unlabeled training sentences, then `TextClassifier.train(..., backbone=pretrainer)`. SST-2's
+  - `scratch`: `TextClassifier.train` with the default config `suite/text/configs/text_classification.yaml`;
+  - `pretrained`: a `MaskedLMPretrainer` (default config `suite/text/configs/masked_lm.yaml`) trained on the
+    unlabeled training sentences, then `TextClassifier.train(..., init_from=pretrainer)`. SST-2's
     training rows are phrases, most of them word spans of longer rows: the WordPiece vocabulary is
     fitted on all rows (as the scratch classifier's), MLM reads each sentence once (`sentences_only`:
     the distinct rows that are not a span of a longer one, about 7,000 of the 64,000 rows);
@@ -39,7 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import sklearn  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -48,12 +47,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
-from suite.data.text import maximal_phrases  # noqa: E402
-from suite.tasks.masked_lm import MaskedLMPretrainer  # noqa: E402
-from suite.tasks.text_classification import TextClassifier  # noqa: E402
+from suite.text.data import maximal_phrases  # noqa: E402
+from suite.text.masked_lm import MaskedLMPretrainer  # noqa: E402
+from suite.text.classifier import TextClassifier  # noqa: E402
 
-CLASSIFIER_CONFIG = REPO / "tasks" / "configs" / "text_classification.yaml"
-PRETRAIN_CONFIG = REPO / "tasks" / "configs" / "masked_lm.yaml"
+CLASSIFIER_CONFIG = TextClassifier.config_file()
+PRETRAIN_CONFIG = MaskedLMPretrainer.config_file()
 TFIDF_C = (1.0, 3.0, 10.0)
 QUICK_PHRASES = 2000
 QUICK_OVERRIDES = {
@@ -180,12 +179,12 @@ def over_seeds(runs: list[dict]) -> dict:
     }
 
 
-def train_classifiers(splits: dict, config, seeds: list[int], fit: dict, backbone=None) -> list:
+def train_classifiers(splits: dict, config, seeds: list[int], fit: dict, init_from=None) -> list:
     """One `TextClassifier.train` per seed: `[(task, figures), ...]`."""
     trained = []
     for seed in seeds:
         with Stopwatch() as watch:
-            task = TextClassifier.train(splits["train"], config, backbone=backbone, seed=seed, **fit)
+            task = TextClassifier.train(splits["train"], config, init_from=init_from, seed=seed, **fit)
         trained.append((task, transformer_figures(task, splits, watch)))
     return trained
 
@@ -202,7 +201,7 @@ def run_models(splits: dict, classifier_config, pretrain_config, seeds: list[int
         pretrainer = MaskedLMPretrainer.train(splits["train"][["text"]], pretrain_config, verbose=verbose)
     texts = splits["train"]["text"].tolist()
     mlm_rows = len(maximal_phrases(texts)) if pretrain_config.sentences_only else len(texts)
-    finetuned = train_classifiers(splits, classifier_config, seeds, fit, backbone=pretrainer)
+    finetuned = train_classifiers(splits, classifier_config, seeds, fit, init_from=pretrainer)
     first = finetuned[0][1]
     history = pretrainer.training_metrics["history"]
     figures["pretrained"] = {

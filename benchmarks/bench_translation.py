@@ -1,6 +1,6 @@
 """Multi30k en->de: quality by wall-clock training time, training speed, and decoding speed.
 
-Trains the default config (`tasks/configs/translation.yaml`) for `--budget-minutes` of training
+Trains the default config (`suite/translation/configs/translation.yaml`) for `--budget-minutes` of training
 time (evaluation pauses are not counted), evaluating greedy BLEU/chrF on the first
 `--eval-sentences` validation pairs every `--eval-every-minutes`. Then reports full-validation
 BLEU/chrF (greedy and beam) and times decoding of `--decode-sentences` validation sentences:
@@ -34,9 +34,9 @@ import sacrebleu  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from common import emit, load_average, machine_info  # noqa: E402
-from suite.data.translation import END_ID, PAD_ID, START_ID  # noqa: E402
-from suite.tasks.decoding import allowed_log_probs  # noqa: E402
-from suite.tasks.translation import Translator  # noqa: E402
+from suite.translation.preprocessor import END_ID, PAD_ID, START_ID  # noqa: E402
+from suite.translation.decoding import allowed_log_probs  # noqa: E402
+from suite.translation.task import Translator  # noqa: E402
 
 QUICK = {
     "data.train": "data/translation/train.tsv", "data.validation": "data/translation/valid.tsv",
@@ -154,7 +154,7 @@ def steady_tokens_per_s(step_times: list[float], tokens_per_step: float) -> floa
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "tasks/configs/translation.yaml"))
+    parser.add_argument("--config", default=str(Translator.config_file()))
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--eval-every-minutes", type=float, default=10.0)
     parser.add_argument("--eval-sentences", type=int, default=300)

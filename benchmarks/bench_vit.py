@@ -1,7 +1,7 @@
 """Digits: the Vision Transformer against logistic regression and a small CNN, plus images/s.
 
 In one run, on scikit-learn's 8x8 digits with the fixed seeded split of the default config
-`tasks/configs/image_classification.yaml` (stratified: 20 % test, then 10 % of the rest for validation):
+`suite/vision/configs/image_classification.yaml` (stratified: 20 % test, then 10 % of the rest for validation):
   - `vit`: `ImageClassifier.train` with the default config (its augmentation, schedule and epochs);
   - `logistic_regression`: scikit-learn on the 64 pixels scaled to [0, 1], C chosen on validation;
   - `cnn`: a small Keras CNN (3 conv layers) trained on the ViT's own training pipeline (same
@@ -39,10 +39,11 @@ import tensorflow as tf  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
-from suite.tasks.base import inference_function, warmup_schedule  # noqa: E402
-from suite.tasks.image_classification import ImageClassifier, split_data  # noqa: E402
+from suite.core.inference import inference_function  # noqa: E402
+from suite.core.optim import warmup_schedule  # noqa: E402
+from suite.vision.task import ImageClassifier  # noqa: E402
 
-CONFIG = REPO / "tasks" / "configs" / "image_classification.yaml"
+CONFIG = ImageClassifier.config_file()
 TARGET_ACCURACY = 0.98
 TARGET_SECONDS = 600
 LOGREG_C = (0.01, 0.1, 1.0, 10.0)
@@ -182,7 +183,8 @@ def main(argv=None) -> dict:
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
     cnn_epochs = 2 if args.quick else args.cnn_epochs
     config = ImageClassifier.resolve_config(CONFIG, overrides)
-    train, validation, test = split_data(config)
+    parts = ImageClassifier.data_parts(config)
+    train, validation, test = parts["train"], parts["validation"], parts["test"]
     result["config"] = {"quick": args.quick, "config": str(CONFIG.relative_to(REPO)), "overrides": overrides,
                         "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
                         "split_seed": config.data.split_seed, "training_seed": config.training.seed}

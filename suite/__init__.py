@@ -1,10 +1,9 @@
 """transformer-suite: one Keras Transformer backbone serving five domains."""
 
+from suite._version import __version__
 from suite.backbone import BackboneConfig, Seq2SeqBackbone, TransformerBackbone
 
-__version__ = "0.1.0"
-
-__all__ = ["BackboneConfig", "Seq2SeqBackbone", "TransformerBackbone", "load"]
+__all__ = ["__version__", "BackboneConfig", "Seq2SeqBackbone", "TransformerBackbone", "load"]
 
 
 def load(path):

@@ -7,6 +7,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from suite.config import from_dict
 from suite.layers import (
     LearnedPositionEmbedding,
     SinusoidalPositionEncoding,
@@ -61,17 +62,11 @@ class BackboneConfig:
         if self.position not in POSITIONS:
             raise ValueError(f"BackboneConfig.position must be one of {POSITIONS}, got {self.position!r}.")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "BackboneConfig":
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown BackboneConfig key(s) {unknown}; expected some of {sorted(known)}.")
-        return cls(**values)
 
-
-def _as_config(config: BackboneConfig | dict) -> BackboneConfig:
-    return config if isinstance(config, BackboneConfig) else BackboneConfig.from_dict(config)
+def as_backbone_config(config: BackboneConfig | dict) -> BackboneConfig:
+    """`config` itself, or the `BackboneConfig` of a dict of its fields (keys and types checked,
+    errors naming the key, as every config is: `suite.config.from_dict`)."""
+    return config if isinstance(config, BackboneConfig) else from_dict(BackboneConfig, config)
 
 
 class _Stack(keras.Model):
@@ -139,7 +134,7 @@ class TransformerBackbone(_Stack):
     """
 
     def __init__(self, config: BackboneConfig | dict, dtype=None, **kwargs):
-        config = _as_config(config)
+        config = as_backbone_config(config)
         position = self._make_position(config, dtype, "position")
         embedding_norm = self._make_embedding_norm(config, dtype, "embedding_norm")
         embedding_dropout = keras.layers.Dropout(config.dropout, dtype=dtype, name="embedding_dropout")
@@ -179,7 +174,7 @@ class Seq2SeqBackbone(_Stack):
     """
 
     def __init__(self, config: BackboneConfig | dict, dtype=None, **kwargs):
-        config = _as_config(config)
+        config = as_backbone_config(config)
         self.config = config
         self.encoder_position = self._make_position(config, dtype, "encoder_position")
         self.decoder_position = self._make_position(config, dtype, "decoder_position")

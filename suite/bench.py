@@ -28,8 +28,9 @@ import numpy as np
 import tensorflow as tf
 
 from suite.config import to_dict
+from suite.core.inference import inference_function
+from suite.core.task import Task
 from suite.export import load_saved_model
-from suite.tasks.base import Task, inference_function
 
 SERVING_BATCH_SIZES = (1, 64)
 
@@ -152,9 +153,8 @@ def serving_throughput(task: Task, steps: int, batch_sizes=SERVING_BATCH_SIZES) 
 def benchmark(task_class: type[Task], config, data=None, steps: int = 20, source=None, overrides=None) -> dict:
     """Speed figures of `task_class` built from `config` on `data`.
 
-    `data` defaults to the config's `data.train` where it has one, else to what
-    `read(None, config)` reads (the domain's configured file). `source` and `overrides` are
-    only reported.
+    `data` defaults to the config's `data.train`; its training part (`Task.data_parts`) is used.
+    `source` and `overrides` are only reported.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
@@ -165,9 +165,9 @@ def benchmark(task_class: type[Task], config, data=None, steps: int = 20, source
     result = {"benchmark": f"suite bench {task_class.domain}", "machine": machine_info()}
     with Stopwatch() as total:
         keras.utils.set_random_seed(config.training.seed)
-        data = getattr(config.data, "train", None) if data is None else data
+        data = config.data.train if data is None else data
         with Stopwatch() as build:
-            rows = task_class.read(data, config)
+            rows = task_class.data_parts(config, data)["train"]
             task = task_class.create(rows, config)
         result["config"] = {
             "domain": task_class.domain,

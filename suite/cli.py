@@ -13,13 +13,20 @@ import yaml
 
 from suite.config import ConfigError, flat_fields
 
-CONFIG_DIR = Path("tasks/configs")
 
 
 def _tasks() -> dict:
     from suite.tasks import TASKS
 
     return TASKS
+
+
+def _config_source(task_class, config: Path | None) -> Path | None:
+    """`--config`, else the YAML the task's package ships, else None (the dataclass defaults)."""
+    if config is not None:
+        return config
+    default = task_class.config_file()
+    return default if default.is_file() else None
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> list[str]:
@@ -43,7 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _train(domain: str, argv: list[str]) -> dict:
     task_class = _tasks()[domain]
     parser = argparse.ArgumentParser(prog=f"suite train {domain}", description=task_class.__doc__)
-    parser.add_argument("--config", type=Path, help=f"YAML config (default: {CONFIG_DIR / domain}.yaml)")
+    parser.add_argument("--config", type=Path, help=f"YAML config (default: {task_class.config_file()})")
     parser.add_argument("--output-dir", type=Path, help="run folder (default: runs/<domain>/<timestamp>)")
     parser.add_argument("--export-dir", type=Path, help="also export a SavedModel under this folder")
     parser.add_argument("--resume", action="store_true",
@@ -53,9 +60,7 @@ def _train(domain: str, argv: list[str]) -> dict:
                         "multi_worker (cluster from TF_CONFIG) or tpu")
     _add_config_flags(parser, task_class.config_class)
     args = parser.parse_args(argv)
-    default_config = CONFIG_DIR / f"{domain}.yaml"
-    config_source = args.config or (default_config if default_config.is_file() else None)
-    config = task_class.resolve_config(config_source, _overrides(args))
+    config = task_class.resolve_config(_config_source(task_class, args.config), _overrides(args))
     if args.resume and args.output_dir is None:
         parser.error("--resume needs the --output-dir of the run to continue")
     output_dir = args.output_dir or Path("runs") / domain / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -75,7 +80,7 @@ def _bench(domain: str, argv: list[str]) -> dict:
         description="Speed of a task config: XLA training steps, Python-side inference and the exported "
         "SavedModel's serving at batch 1 and 64 (warm-up and compilation timed apart). Prints one JSON object.",
     )
-    parser.add_argument("--config", type=Path, help=f"YAML config (default: {CONFIG_DIR / domain}.yaml)")
+    parser.add_argument("--config", type=Path, help=f"YAML config (default: {task_class.config_file()})")
     parser.add_argument("--data", help="data in the domain's format (default: the config's training data)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps, inference batches and "
                         "serving calls per batch size (default: 20)")
@@ -83,8 +88,7 @@ def _bench(domain: str, argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-    default_config = CONFIG_DIR / f"{domain}.yaml"
-    config_source = args.config or (default_config if default_config.is_file() else None)
+    config_source = _config_source(task_class, args.config)
     overrides = _overrides(args)
     config = task_class.resolve_config(config_source, overrides)
     return benchmark(task_class, config, args.data, args.steps, source=config_source, overrides=overrides)
@@ -115,10 +119,14 @@ def _run(args: argparse.Namespace, rest: list[str]):
 def main(argv: list[str] | None = None) -> int:
     """Runs the `suite` command; its result goes to stdout as JSON, progress to stderr."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="suite", description="Train, evaluate, predict with and export suite tasks.")
+    tasks = _tasks()
+    listing = "\n".join(f"  {name:<22}{(task.__doc__ or '').strip().splitlines()[0]}" for name, task in sorted(tasks.items()))
+    parser = argparse.ArgumentParser(prog="suite", description="Train, evaluate, predict with and export suite tasks.",
+                                     epilog=f"tasks (the domain of `suite train` and `suite bench`):\n{listing}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a domain's task from its YAML config", add_help=False)
-    train.add_argument("domain", help="text_classification, translation, image_classification, forecasting or recommendation")
+    train.add_argument("domain", help=f"one of {', '.join(sorted(tasks))}")
     bench = commands.add_parser("bench", help="speed of a domain's task config (training, inference, serving)",
                                 add_help=False)
     bench.add_argument("domain", help="any domain `suite train` takes; the same --config and --<key> flags")
@@ -142,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--output", type=Path, help="default: <export-dir>/models.config")
 
     args, rest = parser.parse_known_args(argv)
-    if args.command in ("train", "bench") and args.domain not in _tasks():
-        parser.error(f"unknown domain {args.domain!r}; choose from {sorted(_tasks())}")
+    if args.command in ("train", "bench") and args.domain not in tasks:
+        parser.error(f"unknown domain {args.domain!r}; choose from {sorted(tasks)}")
     if args.command not in ("train", "bench") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "export" and (args.task is None) == (args.pretrained is None):

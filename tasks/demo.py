@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from suite.data.images import read_images, train_validation_split
+from suite.vision.data import read_images, train_validation_split
 from suite.export import write_serving_config
 from suite.tasks import Forecaster, ImageClassifier, Recommender, SentenceEncoder, TextClassifier, Translator
 
@@ -89,7 +89,7 @@ def translation() -> tuple[Path, dict]:
 
 
 TINY_FORECASTER = {
-    "data": {"path": "data/forecasting/sample.csv", "split": [0.7, 0.1, 0.2], "seasonal_period": 24},
+    "data": {"train": "data/forecasting/sample.csv", "split": [0.7, 0.1, 0.2], "seasonal_period": 24},
     "lookback": 96,
     "horizon": 24,
     "backbone": {"num_layers": 1, "d_model": 16, "num_heads": 2, "ff_dim": 32, "dropout": 0.1, "max_length": 16},
@@ -100,7 +100,7 @@ TINY_FORECASTER = {
 def forecasting() -> tuple[Path, dict]:
     forecaster = Forecaster.train(None, TINY_FORECASTER, verbose=2)
     print("test metrics:", forecaster.evaluate())
-    history = forecaster.preprocessor.values(forecaster.read(None, forecaster.config))[-96:]
+    history = forecaster.preprocessor.values(forecaster.read(forecaster.config.data.train, forecaster.config))[-96:]
     return forecaster.export(EXPORT_DIR), {"inputs": {"window": [history.round(3).tolist()]}}
 
 

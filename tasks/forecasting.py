@@ -1,4 +1,4 @@
-"""Trains the forecaster from `tasks/configs/forecasting.yaml`; flags override its keys.
+"""Trains the forecaster from `suite/forecasting/configs/forecasting.yaml`; flags override its keys.
 
     python tasks/forecasting.py --horizon 192 --output-dir runs/forecasting
 """

@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from suite.data.images import (
-    ImageData,
-    ImagePreprocessor,
-    augmentation,
-    preprocessing_layers,
-    read_images,
-    tf_decode_image,
-    train_validation_split,
-)
+from suite.vision.augmentation import augmentation
+from suite.vision.data import ImageData, read_images, train_validation_split
+from suite.vision.decoding import tf_decode_image
+from suite.vision.preprocessor import ImagePreprocessor, preprocessing_layers
 
 
 def _write_png(path, pixels):

@@ -9,13 +9,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from suite.data.recommendation import (
-    RecommendationPreprocessor,
-    leave_one_out,
-    read_interactions,
-    user_sequences,
-)
-from suite.tasks.recommendation_metrics import (
+from suite.recommendation.data import leave_one_out, read_interactions, user_sequences
+from suite.recommendation.preprocessor import RecommendationPreprocessor
+from suite.recommendation.metrics import (
     ItemCooccurrence,
     MostPopular,
     evaluate_scores,

@@ -1,4 +1,4 @@
-"""Tests for suite/data/text.py: reading, in-graph WordPiece tokenization, bucketed batches, MLM masking."""
+"""Tests for suite/text/data.py and suite/text/preprocessor.py: reading, in-graph WordPiece tokenization, bucketed batches, MLM masking."""
 
 import json
 from pathlib import Path
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from suite.data.text import CLS_ID, MASK_ID, PAD_ID, TextPreprocessor, mask_tokens, maximal_phrases, read_text_table
+from suite.text.data import maximal_phrases, read_text_table
+from suite.text.preprocessor import CLS_ID, MASK_ID, PAD_ID, TextPreprocessor, mask_tokens
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "text_classification"
 SST2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "sst2"

@@ -8,15 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from suite.data.timeseries import (
-    TimeSeriesPreprocessor,
-    calendar_features,
-    ett_split,
-    read_series,
-    split_by_dates,
-    split_by_fractions,
-)
-from suite.tasks.forecasting_metrics import (
+from suite.forecasting.data import ett_split, read_series, split_by_dates, split_by_fractions
+from suite.forecasting.preprocessor import TimeSeriesPreprocessor, calendar_features
+from suite.forecasting.metrics import (
     DLinearBaseline,
     evaluate_baselines,
     forecast_metrics,
@@ -203,7 +197,7 @@ def test_fraction_and_date_splits_are_chronological_with_lookback_overlap():
     frame = hourly(np.arange(200.0).reshape(100, 2))
     split = split_by_fractions(frame, (0.7, 0.1, 0.2), lookback=4)
     assert [len(p) for p in split] == [70, 14, 24]
-    assert split.val["a"].iloc[4] == frame["a"].iloc[70] and split.test["a"].iloc[4] == frame["a"].iloc[80]
+    assert split.validation["a"].iloc[4] == frame["a"].iloc[70] and split.test["a"].iloc[4] == frame["a"].iloc[80]
     by_date = split_by_dates(frame, "2024-01-03 22:00", "2024-01-04 08:00", lookback=4)
     for part, other in zip(by_date, split):
         pd.testing.assert_frame_equal(part, other)
@@ -232,7 +226,7 @@ def test_ett_split_sizes_on_etth1():
     plain = ett_split(series)
     assert [len(p) for p in plain] == [8640, 2880, 2880]
     split = ett_split(series, lookback=lookback)
-    assert split.val["date"].iloc[lookback] == pd.Timestamp("2017-06-26 00:00")
+    assert split.validation["date"].iloc[lookback] == pd.Timestamp("2017-06-26 00:00")
     assert split.test["date"].iloc[lookback] == plain.test["date"].iloc[0]
     preprocessor = TimeSeriesPreprocessor.fit(split.train)
     _, targets = preprocessor.windows(split.test, lookback, horizon)

@@ -1,4 +1,4 @@
-"""Tests for suite.data.translation: reading parallel corpora, WordPiece tokenization, batches."""
+"""Tests for suite.translation.data: reading parallel corpora, WordPiece tokenization, batches."""
 
 import gzip
 import json
@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from suite.data.translation import END_ID, PAD_ID, START_ID, TranslationPreprocessor, read_parallel
+from suite.translation.data import read_parallel
+from suite.translation.preprocessor import END_ID, PAD_ID, START_ID, TranslationPreprocessor
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "data" / "translation"

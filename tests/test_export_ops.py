@@ -11,7 +11,7 @@ import tensorflow_text  # noqa: F401  (registers the TF Text ops checked below)
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
-from suite.data.images import ImageData
+from suite.vision.data import ImageData
 from suite.tasks import Forecaster, ImageClassifier, Recommender, TextClassifier, Translator
 
 # The ops TF Text 2.20 registers (its `ops_lib`, which TF Serving 2.20's model server links in).

@@ -16,7 +16,7 @@ import pytest
 from suite.cli import main
 from suite.config import ConfigError
 from suite.tasks import Forecaster, Task
-from suite.tasks.forecasting_model import Patching, PinballLoss, RevIN
+from suite.forecasting.model import Patching, PinballLoss, RevIN
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "forecasting" / "sample.csv"
@@ -103,7 +103,7 @@ def test_bad_config_values_are_named(overrides, message):
 
 def test_a_part_too_short_for_one_window_is_named():
     config = Forecaster.resolve_config(None, {**TINY, "data.split": [0.9, 0.005, 0.095]})
-    with pytest.raises(ValueError, match="the val part of the series has 10 rows of its own"):
+    with pytest.raises(ValueError, match="the validation part of the series has 10 rows of its own"):
         Forecaster.split(Forecaster.read(SAMPLE, config), config)
 
 
@@ -139,7 +139,7 @@ def trained(tmp_path_factory):
     """`suite train forecasting` on the bundled sample with quantiles and an export; its summary."""
     folder = tmp_path_factory.mktemp("forecasting")
     flags = [f"--{key}={json.dumps(value)}" for key, value in TINY.items()]
-    argv = ["train", "forecasting", f"--data.path={SAMPLE}", "--training.epochs=2", f"--quantiles={QUANTILES}",
+    argv = ["train", "forecasting", f"--data.train={SAMPLE}", "--training.epochs=2", f"--quantiles={QUANTILES}",
             "--output-dir", str(folder / "run"), "--export-dir", str(folder / "export"), *flags]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):

@@ -14,7 +14,7 @@ import tensorflow as tf
 import suite
 from suite.cli import main
 from suite.config import ConfigError
-from suite.data.images import ImageData
+from suite.vision.data import ImageData
 from suite.tasks import ImageClassifier
 
 CLASSES = ("bottom", "left", "top")
@@ -54,7 +54,7 @@ def test_config_errors_name_the_key(repo_root):
         ImageClassifier.resolve_config({"backbone": {"position": "learned"}})
     with pytest.raises(ConfigError, match="Unknown config key augmentation.mixupp"):
         ImageClassifier.resolve_config({"augmentation": {"mixupp": True}})
-    config = ImageClassifier.resolve_config(repo_root / "tasks" / "configs" / "image_classification.yaml")
+    config = ImageClassifier.resolve_config(ImageClassifier.config_file())
     assert config.data.train == "digits" and config.backbone.position == "none"
 
 
@@ -203,7 +203,7 @@ def test_cli_trains_on_a_folder_and_predicts_a_png(repo_root, tmp_path, capsys, 
     assert code == 0
     assert json.loads(capsys.readouterr().out)["saved_task"] == str(tmp_path / "run" / "task")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["split_sizes"] == {"train": 18, "validation": 0, "test": 6}
+    assert metrics["data_sizes"] == {"train": 18, "test": 6}
     assert set(metrics["test"]) == {"accuracy", "loss", "top_k_accuracy"}
     first = str(tmp_path / "shapes" / "top" / "20.png")
     assert main(["predict", str(tmp_path / "run" / "task"), first]) == 0

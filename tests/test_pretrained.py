@@ -20,9 +20,9 @@ from test_export_ops import TF_TEXT_2_20_OPS, exported_ops
 
 import tensorflow as tf
 from suite.cli import main as suite_main
-from suite.pretrained import BertCheckpoint, CheckpointError, resolve_checkpoint, write_keras_hub_preset
+from suite.text.pretrained import BertCheckpoint, CheckpointError, resolve_checkpoint, write_keras_hub_preset
 from suite.tasks import SentenceEncoder, Task, TextClassifier
-from suite.tasks.base import TrainingConfig, warmup_schedule
+from suite.core.optim import TrainingConfig, warmup_schedule
 
 HIDDEN, LAYERS, HEADS, FF, POSITIONS = 32, 2, 4, 64, 512
 WORDS = ("the", "a", "film", "movie", "good", "bad", "great", "dull", "fun", "story", "act", "##ing", "##s", "##ed",
@@ -242,7 +242,7 @@ def test_classifier_fine_tunes_from_a_checkpoint_and_exports_classify_and_embed(
                                classifier.predict(text.numpy().astype(str).tolist())["probabilities"], atol=1e-5)
     with pytest.raises(ValueError, match="not both"):
         TextClassifier.create(TextClassifier.read(sample / "train.csv", classifier.config), classifier.config,
-                              backbone=classifier)
+                              init_from=classifier)
 
 
 def test_linear_decay_warms_up_then_falls_to_zero():

@@ -14,9 +14,9 @@ from suite.backbone import BackboneConfig
 from suite.cli import main
 from suite.config import ConfigError
 from suite.tasks import Recommender, Task
-from suite.data.recommendation import leave_one_out
-from suite.tasks.recommendation import HeldOutValidation, training_windows
-from suite.tasks.sasrec import SASRec
+from suite.recommendation.data import leave_one_out
+from suite.recommendation.data import HeldOut, training_windows
+from suite.recommendation.model import SASRec
 
 CYCLE = [f"c{i:02d}" for i in range(20)]
 TINY_BACKBONE = {"num_layers": 1, "d_model": 32, "num_heads": 2, "ff_dim": 32, "dropout": 0.0, "max_length": 8,
@@ -64,8 +64,8 @@ def test_config_errors_name_the_key():
 
 
 def test_yaml_config_loads(repo_root):
-    config = Recommender.resolve_config(repo_root / "tasks" / "configs" / "recommendation.yaml")
-    assert config.data.path.endswith("ml-100k/u.data") and config.backbone.causal
+    config = Recommender.resolve_config(Recommender.config_file())
+    assert config.data.train.endswith("ml-100k/u.data") and config.backbone.causal
 
 
 def test_states_at_t_ignore_later_items():
@@ -84,7 +84,7 @@ def test_states_at_t_ignore_later_items():
 def test_training_windows_cover_long_sequences():
     interactions = cycle_interactions(users=2, events=10)
     windows = training_windows(interactions, length=4, stride=3)
-    sequences = windows.interactions.groupby("user_id", sort=False)["item_id"].agg(list)
+    sequences = windows.windows.groupby("user_id", sort=False)["item_id"].agg(list)
     assert len(windows) == 2 * 3 and all(len(s) == 4 for s in sequences)
     assert {item for s in sequences for item in s} == set(interactions["item_id"])
     assert len(training_windows(interactions, 4, 0)) == 2
@@ -99,7 +99,7 @@ def test_validation_targets_only_the_held_out_item(loss):
     config = {**TINY, "max_length": 4, "window_stride": 4, "loss": loss, "num_negatives": 2, "backbone": {**TINY_BACKBONE, "max_length": 4}}
     task = Recommender.create(split.train, Recommender.resolve_config(config))
     assert task.preprocessor.vocabulary == ["", "[OOV]", "a", "c", "b"]
-    batches = list(task.dataset(HeldOutValidation(interactions, split)))
+    batches = list(task.dataset(HeldOut(interactions, split, "validation")))
     assert len(batches) == 1
     inputs, targets = batches[0]
     targets, negatives = targets if loss == "sampled" else (targets, None)
@@ -109,7 +109,7 @@ def test_validation_targets_only_the_held_out_item(loss):
         assert negatives.shape == (2, 4, 2) and not np.asarray(negatives[:, :-1]).any()
         last = np.asarray(negatives[:, -1])
         assert (last >= 2).all() and (last != np.asarray(targets[:, -1:])).all()
-        again = next(iter(task.dataset(HeldOutValidation(interactions, split))))[1][1]
+        again = next(iter(task.dataset(HeldOut(interactions, split, "validation"))))[1][1]
         np.testing.assert_array_equal(again, negatives)
 
 
@@ -126,7 +126,7 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     assert metrics["epochs_run"] - metrics["best_epoch"] == 2
     assert set(metrics["validation"]) == {"users", "model", "most_popular", "cooccurrence"}
     # The kept weights are the best epoch's: their loss on the held-out items is the lowest val_loss.
-    validation = HeldOutValidation(interactions, leave_one_out(interactions))
+    validation = HeldOut(interactions, leave_one_out(interactions), "validation")
     loss = task.model.evaluate(task.dataset(validation), return_dict=True, verbose=0)["loss"]
     assert loss == pytest.approx(min(losses), rel=1e-4)
 
@@ -182,7 +182,7 @@ def test_export_serves_item_ids_in_a_fresh_process(recommender, tmp_path):
 def test_cli_trains_on_the_sample_predicts_and_exports(repo_root, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(repo_root)
     code = main([
-        "train", "recommendation", "--data.path", "data/recommendation/interactions.csv",
+        "train", "recommendation", "--data.train", "data/recommendation/interactions.csv",
         "--max_length", "8", "--window_stride", "4", "--loss", "sampled", "--eval_negatives", "20", "--backbone.num_layers", "1",
         "--backbone.d_model", "16", "--backbone.ff_dim", "16", "--backbone.max_length", "8",
         "--training.epochs", "1", "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from suite.tasks import TextClassifier
-from suite.tasks.checkpoint import RunCheckpoint, TrainingProgress
+from suite.core.checkpoint import RunCheckpoint, TrainingProgress
 
 SAMPLE = Path("data/text_classification")
 TINY = [

@@ -16,7 +16,7 @@ from suite.cli import main
 from suite.config import ConfigError
 from suite.layers import SequencePooling
 from suite.tasks import MaskedLMPretrainer, TextClassifier
-from suite.tasks.masked_lm import masked_positions
+from suite.text.masked_lm import masked_positions
 
 TINY = {
     "vocabulary_size": 200,
@@ -51,7 +51,7 @@ def test_config_errors_name_the_key():
 
 
 def test_yaml_config_loads(repo_root):
-    config = TextClassifier.resolve_config(repo_root / "tasks" / "configs" / "text_classification.yaml")
+    config = TextClassifier.resolve_config(TextClassifier.config_file())
     assert config.data.text_columns == ("sentence", "content")
     assert config.backbone.max_length >= max(config.bucket_lengths)
 
@@ -158,7 +158,7 @@ def test_pretrainer_masks_about_15_percent_and_fine_tunes(tmp_path):
     vectors = pretrainer.embed(["great film", "poor acting"])
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
-    classifier = TextClassifier.train(obvious_classes(), {"vocabulary_size": 999}, backbone=pretrainer, epochs=1, verbose=0)
+    classifier = TextClassifier.train(obvious_classes(), {"vocabulary_size": 999}, init_from=pretrainer, epochs=1, verbose=0)
     assert classifier.preprocessor.vocabulary == pretrainer.preprocessor.vocabulary
     assert classifier.config.backbone == pretrainer.config.backbone
     pretrainer.save(tmp_path / "mlm")
@@ -179,7 +179,7 @@ def test_cli_trains_evaluates_predicts_and_exports(repo_root, tmp_path, capsys, 
     monkeypatch.chdir(repo_root)
     sample = repo_root / "data" / "text_classification"
     code = main([
-        "train", "text_classification", "--config", str(repo_root / "tasks/configs/text_classification.yaml"),
+        "train", "text_classification", "--config", str(TextClassifier.config_file()),
         "--data.train", str(sample / "train.csv"), "--data.validation", str(sample / "valid.csv"),
         "--data.test", str(sample / "test.csv"), "--data.text_columns", "[text]",
         "--vocabulary_size", "300", "--bucket_lengths", "[16]", "--backbone.num_layers", "1",

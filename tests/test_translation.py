@@ -13,10 +13,10 @@ import tensorflow as tf
 
 import suite
 from suite.cli import main
-from suite.data.translation import END_ID, PAD_ID, START_ID
+from suite.translation.preprocessor import END_ID, PAD_ID, START_ID
 from suite.tasks import Translator
-from suite.tasks.decoding import beam_search, greedy_search
-from suite.tasks.translation_model import InverseSquareRootSchedule, SmoothedSequenceCrossEntropy
+from suite.translation.decoding import beam_search, greedy_search
+from suite.translation.model import InverseSquareRootSchedule, SmoothedSequenceCrossEntropy
 
 PAIRS = [
     ("A dog runs.", "Ein Hund läuft."),
@@ -47,7 +47,7 @@ def translator() -> Translator:
 
 
 def test_yaml_config_and_aligned_file_pattern(repo_root, tmp_path):
-    config = Translator.resolve_config(repo_root / "tasks" / "configs" / "translation.yaml")
+    config = Translator.resolve_config(Translator.config_file())
     assert config.data.train.endswith("train.{lang}.gz") and config.schedule == "inverse_sqrt"
     (tmp_path / "p.en").write_text("A dog.\nA cat.\n", encoding="utf-8")
     (tmp_path / "p.de").write_text("Ein Hund.\nEine Katze.\n", encoding="utf-8")

@@ -4,7 +4,11 @@ from suite.layers.attention import MultiHeadAttention
 from suite.layers.blocks import TransformerDecoderBlock, TransformerEncoderBlock
 from suite.layers.feed_forward import FeedForward
 from suite.layers.pooling import SequencePooling
-from suite.layers.position import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEncoding
+from suite.layers.position import (
+    LearnedPositionEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionEncoding,
+)
 
 __all__ = [
     "FeedForward",

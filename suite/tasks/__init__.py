@@ -1,12 +1,24 @@
-"""One task per domain; importing this package registers them all in `TASKS`."""
+"""The public face: every task class, and `TASKS` (domain name -> class), filled by importing them."""
 
-from suite.tasks.base import TASKS, Task, TrainingConfig
-from suite.tasks.forecasting import Forecaster
-from suite.tasks.image_classification import ImageClassifier
-from suite.tasks.masked_lm import MaskedLMPretrainer
-from suite.tasks.recommendation import Recommender
-from suite.tasks.sentence_encoder import SentenceEncoder
-from suite.tasks.text_classification import TextClassifier
-from suite.tasks.translation import Translator
+from suite.core.optim import TrainingConfig
+from suite.core.task import TASKS, Task
+from suite.forecasting.task import Forecaster
+from suite.recommendation.task import Recommender
+from suite.text.classifier import TextClassifier
+from suite.text.masked_lm import MaskedLMPretrainer
+from suite.text.sentence_encoder import SentenceEncoder
+from suite.translation.task import Translator
+from suite.vision.task import ImageClassifier
 
-__all__ = ["TASKS", "Forecaster", "ImageClassifier", "MaskedLMPretrainer", "Recommender", "SentenceEncoder", "Task", "TextClassifier", "TrainingConfig", "Translator"]
+__all__ = [
+    "TASKS",
+    "Forecaster",
+    "ImageClassifier",
+    "MaskedLMPretrainer",
+    "Recommender",
+    "SentenceEncoder",
+    "Task",
+    "TextClassifier",
+    "TrainingConfig",
+    "Translator",
+]

@@ -1,0 +1,1 @@
+"""What every task shares: the Task contract and training loop, checkpoints, inference helpers, optimizers, the model base."""

@@ -1,0 +1,92 @@
+"""The training loop every task runs (`Task.fit`): XLA steps, seeded epochs, checkpoints, best epoch."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from suite.config import to_dict
+from suite.core.checkpoint import CheckpointEvery, RunCheckpoint, TrainingProgress
+from suite.io import write_json_atomic
+
+
+def fit_task(task, train_data, validation_data=None, output_dir: str | Path | None = None, verbose="auto",
+             resume: bool = False) -> dict:
+    """`task.fit`'s loop (see there): trains `task.model` on read data, returns the run's metrics."""
+    training = task.config.training
+    if training.early_stopping_patience and validation_data is None:
+        raise ValueError("training.early_stopping_patience needs validation data to monitor.")
+    if resume and output_dir is None:
+        raise ValueError("resume=True needs the output_dir of the run to resume.")
+    val_ds = None if validation_data is None else task.dataset(validation_data)
+    steps_per_epoch = math.ceil(len(train_data) / training.batch_size)
+    task.compile_in_scope(total_steps=training.epochs * steps_per_epoch, build_optimizer=True)
+    progress, checkpoint, best_weights = TrainingProgress(), None, None
+    callbacks: list[keras.callbacks.Callback] = []
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        identity = {"config": to_dict(task.config), "preprocessor": task.preprocessor.get_config()}
+        checkpoint = RunCheckpoint(output_dir / "checkpoints", task.model, identity)
+        if resume:
+            progress = checkpoint.restore() or progress
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
+    start = time.perf_counter()
+    while progress.epoch < training.epochs and not progress.stopped:
+        epoch_callbacks = [*callbacks, _RunProgbar(training.epochs)] if verbose else list(callbacks)
+        if checkpoint is not None:
+            epoch_callbacks.append(CheckpointEvery(training.checkpoint_steps, progress, checkpoint))
+        history = task.model.fit(
+            _epoch_dataset(task, train_data, progress.epoch).skip(progress.step),
+            validation_data=val_ds,
+            initial_epoch=progress.epoch,
+            epochs=progress.epoch + 1,
+            callbacks=epoch_callbacks,
+            shuffle=False,
+            verbose=verbose,
+        )
+        if progress.end_epoch({k: float(v[-1]) for k, v in history.history.items()}):
+            if checkpoint is None:
+                best_weights = task.model.get_weights()
+            else:
+                checkpoint.save_best()
+        progress.stopped = bool(training.early_stopping_patience) and progress.wait >= training.early_stopping_patience
+        if checkpoint is not None:
+            checkpoint.save(progress)
+    if progress.best_epoch is not None:
+        if checkpoint is None:
+            task.model.set_weights(best_weights)
+        else:
+            checkpoint.restore_best()
+    metrics = {
+        "domain": task.domain,
+        "train_seconds": round(time.perf_counter() - start, 2),
+        "epochs_run": progress.epoch,
+        "best_epoch": None if progress.best_epoch is None else progress.best_epoch + 1,
+        "history": progress.history,
+    }
+    if validation_data is not None:
+        metrics["validation"] = task.metrics(validation_data)
+    if output_dir is not None:
+        write_json_atomic(output_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _epoch_dataset(task, train_data, epoch: int) -> tf.data.Dataset:
+    """The training batches of `epoch`: shuffling and random draws seeded by (seed, epoch)."""
+    tf.random.set_seed(task.config.training.seed * 100_003 + epoch)
+    return task.dataset(train_data, training=True)
+
+
+class _RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, counting epochs out of the run's total (`fit` runs one at a time)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params: dict) -> None:
+        super().set_params({**params, "epochs": self.run_epochs})

@@ -1,1 +1,0 @@
-"""Data modules: files and DataFrames to tf.data, one module per domain."""

@@ -1,0 +1,1 @@
+"""Time-series forecasting: series reading and splitting, the patch Transformer, forecast metrics and baselines."""

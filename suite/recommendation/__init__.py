@@ -1,0 +1,1 @@
+"""Sequential recommendation: interaction tables, leave-one-out splits, SASRec, ranking metrics and baselines."""

@@ -1,0 +1,1 @@
+"""Text: WordPiece preprocessing, the text encoder, classification, masked-LM pretraining, pretrained BERT checkpoints and sentence vectors."""

@@ -1,0 +1,1 @@
+"""Machine translation: parallel text, the encoder-decoder model, greedy and beam decoding."""

@@ -1,0 +1,1 @@
+"""Image classification: image folders and arrays, augmentation, the Vision Transformer."""
