@@ -45,14 +45,16 @@ def huggingface_hub_cache() -> Path:
 
 
 def _cached_snapshot(name: str) -> Path | None:
-    """The snapshot folder of `ORG/NAME` or `NAME` in the hub cache: `refs/main`'s, else the newest."""
+    """The snapshot folder of `ORG/NAME` (or `NAME` of any organisation) in the hub cache: the one
+    `refs/main` names, else the newest."""
     hub = huggingface_hub_cache()
     if not hub.is_dir():
         return None
-    wanted = ("models--" + name.replace("/", "--")).lower()
-    for model in sorted(hub.iterdir()):
+    suffix = ("--" + name.replace("/", "--")).lower()
+    for model in sorted(hub.glob("models--*")):
         folder = model.name.lower()
-        if folder != wanted and not ("/" not in name and folder.startswith("models--") and folder.endswith(f"--{name.lower()}")):
+        matches = folder == "models" + suffix if "/" in name else folder.endswith(suffix)
+        if not matches:
             continue
         ref = model / "refs" / "main"
         if ref.is_file() and (model / "snapshots" / ref.read_text().strip()).is_dir():
