@@ -29,6 +29,7 @@ class BackboneConfig:
     `causal` makes the encoder's self-attention causal (decoders always are).
     `layer_norm_epsilon` is every LayerNorm's epsilon; `embedding_norm` adds a LayerNorm over
     the input embeddings (after positions, before dropout), as BERT and its family have.
+    `inner_dropout`: dropout between the feed-forward's two layers (None: `dropout`; BERT has none).
     """
 
     num_layers: int = 4
@@ -43,6 +44,7 @@ class BackboneConfig:
     max_length: int = 512
     layer_norm_epsilon: float = 1e-6
     embedding_norm: bool = False
+    inner_dropout: float | None = None
 
     def __post_init__(self):
         for name in ("num_layers", "d_model", "num_heads", "ff_dim", "max_length"):
@@ -53,8 +55,10 @@ class BackboneConfig:
             raise ValueError(
                 f"BackboneConfig.d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})."
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"BackboneConfig.dropout must be in [0, 1), got {self.dropout!r}.")
+        for name in ("dropout", "inner_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"BackboneConfig.{name} must be in [0, 1), got {value!r}.")
         if not 0.0 < self.layer_norm_epsilon < 1.0:
             raise ValueError(f"BackboneConfig.layer_norm_epsilon must be in (0, 1), got {self.layer_norm_epsilon!r}.")
         if self.activation not in ACTIVATIONS:
@@ -96,6 +100,7 @@ class _Stack(keras.Model):
             num_heads=config.num_heads,
             ff_dim=config.ff_dim,
             dropout=config.dropout,
+            inner_dropout=config.inner_dropout,
             activation=config.activation,
             norm_first=config.norm_first,
             use_rotary=config.position == "rotary",

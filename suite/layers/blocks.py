@@ -11,7 +11,8 @@ from suite.layers.feed_forward import FeedForward
 
 class _ResidualBlock(keras.layers.Layer):
     """Shared wiring: each sublayer is wrapped as `x + dropout(f(norm(x)))` (pre-LN) or
-    `norm(x + dropout(f(x)))` (post-LN, Vaswani et al.)."""
+    `norm(x + dropout(f(x)))` (post-LN, Vaswani et al.). `attention_dropout` (on the attention
+    probabilities) and `inner_dropout` (between the feed-forward's two layers) default to `dropout`."""
 
     def __init__(
         self,
@@ -19,6 +20,7 @@ class _ResidualBlock(keras.layers.Layer):
         ff_dim: int,
         dropout: float = 0.1,
         attention_dropout: float | None = None,
+        inner_dropout: float | None = None,
         activation: str = "gelu",
         norm_first: bool = True,
         use_rotary: bool = False,
@@ -30,6 +32,7 @@ class _ResidualBlock(keras.layers.Layer):
         self.ff_dim = ff_dim
         self.dropout = dropout
         self.attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.inner_dropout = dropout if inner_dropout is None else inner_dropout
         self.activation = activation
         self.norm_first = norm_first
         self.use_rotary = use_rotary
@@ -56,7 +59,7 @@ class _ResidualBlock(keras.layers.Layer):
         return FeedForward(
             self.ff_dim,
             activation=self.activation,
-            dropout=self.dropout,
+            dropout=self.inner_dropout,
             dtype=self.dtype_policy,
             name="feed_forward",
         )
@@ -80,6 +83,7 @@ class _ResidualBlock(keras.layers.Layer):
             "ff_dim": self.ff_dim,
             "dropout": self.dropout,
             "attention_dropout": self.attention_dropout,
+            "inner_dropout": self.inner_dropout,
             "activation": self.activation,
             "norm_first": self.norm_first,
             "use_rotary": self.use_rotary,

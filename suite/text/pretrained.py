@@ -179,6 +179,7 @@ class BertCheckpoint:
                 dropout=float(config.get("hidden_dropout_prob", 0.1)), activation=_ACTIVATIONS[activation],
                 norm_first=False, position="learned", max_length=config["max_position_embeddings"],
                 layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)), embedding_norm=True,
+                inner_dropout=0.0,
             )
         except KeyError as error:
             raise CheckpointError(f"pretrained: {folder / 'config.json'} lacks the key {error.args[0]!r}.") from None
