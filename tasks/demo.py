@@ -72,7 +72,7 @@ def recommendation() -> tuple[Path, dict]:
     sample = "data/recommendation/interactions.csv"
     recommender = Recommender.train(sample, TINY_REC, verbose=2)
     print("test metrics:", recommender.evaluate(sample)["model"])
-    request = {"inputs": {"history": [["i011", "i012", "i013"], ["i295", "i296", "not-an-item"]], "k": 5}}
+    request = {"inputs": {"history": [["i011", "i012", "i013"], ["i295", "i296", "not-an-item"]], "k": [5, 5]}}
     return recommender.export(EXPORT_DIR), request
 
 

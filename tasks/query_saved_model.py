@@ -6,7 +6,7 @@
 The request has the columnar `:predict` body (`inputs` maps input names to lists; binary
 strings as `{"b64": ...}`); the reply is `{"outputs": {...}}` as TF Serving would send it.
 `grpc_request` and `grpc_answer` do the same with the gRPC `PredictRequest` / `PredictResponse`
-protos (`pip install tensorflow-serving-api`, the `serving` extra). `semantic_search` ranks
+protos (`pip install tensorflow-serving-api`). `semantic_search` ranks
 documents against a query with a sentence encoder's `embed` signature:
 
     python tasks/query_saved_model.py --search saved_models/sentence_encoder/1 "a dog in the snow" \

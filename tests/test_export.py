@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from suite.cli import main
-from suite.export import existing_versions, load_saved_model, serving_config, write_saved_model
+from suite.export import WARMUP_FILE, existing_versions, load_saved_model, serving_config, write_saved_model
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_bad_names_and_versions_are_refused(doubler, tmp_path):
 
 def test_signature_json_describes_inputs_outputs_and_an_example(doubler, tmp_path):
     model, endpoints = doubler
-    path = write_saved_model(endpoints, [model], tmp_path, "doubler", example_inputs={"x": [[1.0, 2.0, 3.0]]})
+    path = write_saved_model(endpoints, [model], tmp_path, "doubler", examples={"serving_default": {"x": [[1.0, 2.0, 3.0]]}})
     description = json.loads((path / "signature.json").read_text())
     assert description["signatures"]["serving_default"] == {
         "inputs": {"x": {"dtype": "float32", "shape": [None, 3]}},
@@ -87,3 +87,16 @@ def test_models_config_lists_every_exported_model(doubler, tmp_path, capsys):
         '    model_platform: "tensorflow"\n  }\n'
         "}\n"
     )
+
+
+def test_warmup_requests_hold_the_example_at_batch_one_and_eight(doubler, tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    model, endpoints = doubler
+    path = write_saved_model(endpoints, [model], tmp_path, "doubler", examples={"serving_default": {"x": [[1.0, 2.0, 3.0]]}})
+    records = tf.data.TFRecordDataset(str(path / WARMUP_FILE)).as_numpy_iterator()
+    requests = [prediction_log_pb2.PredictionLog.FromString(record).predict_log.request for record in records]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 2
+    batches = [tf.make_ndarray(r.inputs["x"]) for r in requests]
+    assert [b.shape for b in batches] == [(1, 3), (8, 3)] and (batches[1] == [1.0, 2.0, 3.0]).all()
+    assert not (write_saved_model(endpoints, [model], tmp_path, "plain") / WARMUP_FILE).exists()

@@ -118,7 +118,8 @@ def test_predict_bad_input_messages(classifier, tmp_path):
     cases = [
         ([str(tmp_path / "missing.png")], FileNotFoundError, r"images\[0\]: .*missing\.png' is not a file"),
         ([png(np.zeros((8, 8, 1))), str(tmp_path / "notes.png")], ValueError,
-         r"images\[1\] \('.*notes\.png'\) is not a readable PNG/JPEG image"),
+         r"input `images`: these items are not complete PNG, JPEG, GIF or BMP images .* \[1\] \('.*notes\.png'\)"),
+        ([png(np.zeros((8, 8, 1)))[:-20]], ValueError, r"not complete PNG, JPEG, GIF or BMP images .* \[0\]\.$"),
         (np.zeros((8, 8)), ValueError, r"one \(8, 8\) array; pass a batch"),
         (np.full((2, 8, 8), 300.0), ValueError, r"images\[0\] has values in \[300.0, 300.0\], outside value_range"),
         (np.zeros((1, 8, 8, 5)), ValueError, r"images\[0\] has 5 channels"),

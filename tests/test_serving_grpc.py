@@ -122,7 +122,7 @@ def test_request_protos_take_the_signature_dtypes(tmp_path, monkeypatch):
     description = {
         "model_name": "recommendation",
         "signatures": {"serving_default": {
-            "inputs": {"history": {"dtype": "string", "shape": [None, None]}, "k": {"dtype": "int32", "shape": []}},
+            "inputs": {"history": {"dtype": "string", "shape": [None, None]}, "k": {"dtype": "int32", "shape": [None]}},
             "outputs": {},
         }},
     }
@@ -130,8 +130,8 @@ def test_request_protos_take_the_signature_dtypes(tmp_path, monkeypatch):
     path.write_text(json.dumps(description))
     with pytest.raises(ValueError, match="pass `inputs`"):
         grpc_request(path)
-    request = grpc_request(path, {"history": [["i011", "i012"], ["i295", ""]], "k": 5})
+    request = grpc_request(path, {"history": [["i011", "i012"], ["i295", ""]], "k": [5, 5]})
     assert (request.model_spec.name, request.model_spec.signature_name) == ("recommendation", "serving_default")
     history, k = (tf.make_ndarray(request.inputs[name]) for name in ("history", "k"))
     assert request.inputs["history"].dtype == tf.string.as_datatype_enum and history.shape == (2, 2)
-    assert request.inputs["k"].dtype == tf.int32.as_datatype_enum and k.shape == () and k == 5
+    assert request.inputs["k"].dtype == tf.int32.as_datatype_enum and k.shape == (2,) and (k == 5).all()

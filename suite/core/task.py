@@ -127,9 +127,14 @@ class Task:
         """TF trackables (tokenizers, lookup tables) the serving endpoints use."""
         return []
 
-    def example_inputs(self) -> dict | None:
+    def example_inputs(self) -> dict:
         """A `serving_default` request's columnar `inputs` (JSON-ready), for `signature.json`."""
-        return None
+        raise NotImplementedError
+
+    def example_requests(self) -> dict[str, dict]:
+        """Example `inputs` per signature, for `signature.json` and TF Serving's warm-up requests;
+        a signature left out takes `serving_default`'s where its input names agree."""
+        return {"serving_default": self.example_inputs()}
 
     # Training ----------------------------------------------------------------------------
 
@@ -341,5 +346,5 @@ class Task:
             export_dir,
             model_name or self.domain,
             version,
-            self.example_inputs(),
+            self.example_requests(),
         )

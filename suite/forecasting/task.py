@@ -22,12 +22,14 @@ from suite.backbone import BackboneConfig
 from suite.core.inference import inference_function, run_in_batches
 from suite.core.optim import TrainingConfig
 from suite.core.task import Task
+from suite.export import check_array, checked_input, require
 from suite.forecasting.data import SeriesDataConfig, SeriesPart, read_series, split_series
 from suite.forecasting.preprocessor import TimeSeriesPreprocessor
 from suite.forecasting.metrics import evaluate_baselines, forecast_metrics
 from suite.forecasting.model import PatchForecaster, PinballLoss
 
 LOSSES = ("mse", "mae")
+OUT_OF_RANGE = "input `window` holds values so far from the training data that the forecast overflows float32"
 
 
 def _default_backbone() -> BackboneConfig:
@@ -152,11 +154,8 @@ class Forecaster(Task):
         """Original-scale windows `(n, lookback, channels)` -> `{"forecast": (n, horizon, channels)}`
         and, with quantiles, `"quantiles": (n, horizon, channels, Q)`, on the original scale."""
         windows = np.asarray(windows, "float64")
-        expected = (self.config.lookback, self.preprocessor.num_channels)
-        if windows.ndim != 3 or windows.shape[1:] != expected:
-            raise ValueError(f"windows must be shaped (n, {expected[0]}, {expected[1]}), got {windows.shape}.")
-        if not np.isfinite(windows).all():
-            raise ValueError("windows hold NaN or infinite values.")
+        shape = (None, self.config.lookback, self.preprocessor.num_channels)
+        check_array(windows, "window", shape, "float32", finite=True)
         outputs = self._model_outputs(self.preprocessor.scale(windows))
         return {name: np.asarray(value) for name, value in self._unscale_outputs(outputs).items()}
 
@@ -246,8 +245,14 @@ class Forecaster(Task):
         `forecast (batch, horizon, channels)` [and `quantiles (batch, horizon, channels, Q)`]."""
         model_fn = inference_function(self.model, jit_compile)
 
-        def serve(window):
-            return self._unscale_outputs(model_fn(self.preprocessor.tf_scale(window)))
+        shape = (None, self.config.lookback, self.preprocessor.num_channels)
 
-        signature = [tf.TensorSpec([None, self.config.lookback, self.preprocessor.num_channels], tf.float32, name="window")]
+        def serve(window):
+            window = checked_input(window, "window", shape, finite=True)
+            outputs = self._unscale_outputs(model_fn(self.preprocessor.tf_scale(window)))
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(value)) for value in outputs.values()])
+            with tf.control_dependencies([require(finite, OUT_OF_RANGE)]):
+                return {name: tf.identity(value) for name, value in outputs.items()}
+
+        signature = [tf.TensorSpec(shape, tf.float32, name="window")]
         return {"serving_default": (serve, signature)}

@@ -74,7 +74,8 @@ def top_items(scores, seen, k, exclude_seen: bool):
     """Top-k of `scores` `(batch, vocabulary_size)` among the items (never padding or OOV),
     without the indices in `seen` `(batch, n)` when `exclude_seen`.
 
-    Returns `(values (batch, k), indices (batch, k) int32)`; `k` is capped at the item count.
+    Returns `(values (batch, k), indices (batch, k) int32)`, all finite; `k` is capped at the item
+    count. A row with fewer than `k` items left holds index 0 (padding) and value 0 past them.
     """
     vocabulary_size = scores.shape[-1] or tf.shape(scores)[-1]
     scores = tf.where(tf.range(vocabulary_size) < FIRST_ITEM, -math.inf, tf.cast(scores, tf.float32))
@@ -84,4 +85,6 @@ def top_items(scores, seen, k, exclude_seen: bool):
         positions = tf.reshape(tf.stack([rows, seen], axis=-1), [-1, 2])
         scores = tf.tensor_scatter_nd_update(scores, positions, tf.fill(tf.shape(positions)[:1], -math.inf))
     k = tf.minimum(tf.cast(k, tf.int32), vocabulary_size - FIRST_ITEM) if isinstance(k, tf.Tensor) else k
-    return tf.math.top_k(scores, k)
+    values, indices = tf.math.top_k(scores, k)
+    left = tf.math.is_finite(values)
+    return tf.where(left, values, 0.0), tf.where(left, indices, 0)

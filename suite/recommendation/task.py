@@ -15,6 +15,7 @@ from suite.backbone import BackboneConfig
 from suite.core.inference import padded_batches, run_in_batches
 from suite.core.optim import TrainingConfig
 from suite.core.task import Task
+from suite.export import checked_input, require
 from suite.recommendation.data import (
     PAD_INDEX,
     HeldOut,
@@ -30,6 +31,8 @@ from suite.recommendation.metrics import ItemCooccurrence, MostPopular, evaluate
 from suite.recommendation.model import SASRec, top_items
 
 LOSSES = ("softmax", "sampled")
+NEGATIVE_K = "input `k` must be >= 0 (larger values are clipped to the catalogue), got"
+K_ROWS = "input `k` must hold one value per row of `history` (k: (batch,), history: (batch, n)); got shapes"
 
 
 def _default_backbone() -> BackboneConfig:
@@ -189,11 +192,15 @@ class Recommender(Task):
         interactions DataFrame (`user_id`, `item_id`, `timestamp`).
 
         Returns `{"item_ids": (n, k) str, "scores": (n, k) float32}` best first, and `"users"`
-        for a mapping or DataFrame. `k` is capped at the number of items.
+        for a mapping or DataFrame. `k` (>= 0) is capped at the number of items; where a history
+        leaves fewer than `k` items to recommend (`exclude_seen`), the slots past them hold item
+        ID "" and score 0.
         """
         users, histories = _histories(user_histories)
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}.")
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+            raise ValueError(f"k must be an int, got {k!r}.")
+        if k < 0:
+            raise ValueError(f"{NEGATIVE_K} {k}.")
         k = int(min(k, self.preprocessor.vocabulary_size - 2))
         model_inputs = self.preprocessor.encode_histories(histories)
         seen = _pad_right(self.preprocessor.encode(histories))
@@ -227,7 +234,7 @@ class Recommender(Task):
 
     def example_inputs(self) -> dict:
         """One history of (up to) the three most frequent training items, and `k`."""
-        return {"history": [self.preprocessor.vocabulary[2:5]], "k": 10}
+        return {"history": [self.preprocessor.vocabulary[2:5]], "k": [10]}
 
     def serving_endpoints(self, jit_compile: bool) -> dict:
         preprocessor, model, exclude = self.preprocessor, self.model, self.config.exclude_seen
@@ -235,11 +242,21 @@ class Recommender(Task):
         scores_fn = tf.function(model.item_scores, jit_compile=jit_compile)
 
         def serve(history, k):
-            scores = scores_fn(preprocessor.tf_encode_histories(history))
-            values, indices = top_items(scores, preprocessor.tf_lookup(history), k, exclude)
-            return {"item_ids": tf.gather(vocabulary, indices), "scores": values}
+            """`history` `(batch, n)` item IDs padded with "", `k` `(batch,)`: how many items each row gets.
+            Rows are `max(k)` wide; slots past a row's `k`, or past the items it can still get, hold
+            item ID "" and score 0."""
+            history, k = checked_input(history, "history", (None, None)), checked_input(k, "k", (None,))
+            checks = [require(tf.equal(tf.shape(k)[0], tf.shape(history)[0]), K_ROWS, tf.shape(k), tf.shape(history)),
+                      require(tf.reduce_all(k >= 0), NEGATIVE_K, k)]
+            with tf.control_dependencies(checks):
+                scores = scores_fn(preprocessor.tf_encode_histories(history))
+            values, indices = top_items(scores, preprocessor.tf_lookup(history), tf.reduce_max(tf.concat([k, [0]], 0)),
+                                        exclude)
+            wanted = tf.range(tf.shape(values)[1])[None, :] < k[:, None]
+            return {"item_ids": tf.gather(vocabulary, tf.where(wanted, indices, 0)),
+                    "scores": tf.where(wanted, values, 0.0)}
 
-        signature = [tf.TensorSpec([None, None], tf.string, name="history"), tf.TensorSpec([], tf.int32, name="k")]
+        signature = [tf.TensorSpec([None, None], tf.string, name="history"), tf.TensorSpec([None], tf.int32, name="k")]
         return {"serving_default": (serve, signature)}
 
 

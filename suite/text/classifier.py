@@ -12,6 +12,7 @@ import tensorflow as tf
 from suite.core.inference import inference_function
 from suite.core.optim import TrainingConfig
 from suite.core.task import Task
+from suite.export import string_batch
 from suite.layers import SequencePooling
 from suite.text.data import TextDataConfig, read_texts
 from suite.text.encoder import (
@@ -147,7 +148,7 @@ class TextClassifier(Task):
         """Labels of `texts` (a string or a list): `{"label": (n,) str, "class_id": (n,) int,
         "probabilities": (n, num_labels)}`; multi-label models give `label` as lists of names
         with probability >= 0.5 and `class_id` as multi-hot."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = string_batch(texts, "text")
         names = np.array(self.preprocessor.label_names, dtype=object)
         if not texts:
             probabilities = np.zeros((0, len(names)), np.float32)
@@ -185,12 +186,8 @@ class TextClassifier(Task):
         label_names = tf.constant(preprocessor.label_names)
         multi_label = preprocessor.multi_label
 
-        def tokenize(text):
-            token_ids, padding_mask = preprocessor.tf_tokenize(text)
-            return {"token_ids": token_ids, "padding_mask": padding_mask}
-
         def serve(text):
-            probabilities = self._probabilities(classify(tokenize(text)))
+            probabilities = self._probabilities(classify(preprocessor.serving_inputs(text)))
             if multi_label:
                 class_id = tf.cast(probabilities >= 0.5, tf.int32)
                 label = tf.strings.reduce_join(
@@ -203,7 +200,8 @@ class TextClassifier(Task):
             return {"label": label, "class_id": class_id, "probabilities": probabilities}
 
         def embed(text):
-            return {"embedding": tf.math.l2_normalize(tf.cast(pool(tokenize(text)), tf.float32), axis=-1)}
+            pooled = pool(preprocessor.serving_inputs(text))
+            return {"embedding": tf.math.l2_normalize(tf.cast(pooled, tf.float32), axis=-1)}
 
         signature = [tf.TensorSpec([None], tf.string, name="text")]
         return {"serving_default": (serve, signature), "embed": (embed, signature)}

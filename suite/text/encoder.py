@@ -12,6 +12,7 @@ from keras import ops
 
 from suite.backbone import BackboneConfig, TransformerBackbone, as_backbone_config
 from suite.core.model import DomainModel
+from suite.export import string_batch
 from suite.text.pretrained import BertCheckpoint
 
 
@@ -110,7 +111,7 @@ def text_inputs() -> dict:
 
 def embed_texts(preprocessor, embedding_model: keras.Model, texts, batch_size: int = 64) -> np.ndarray:
     """L2-normalised sentence vectors `(n, d_model)` from `embedding_model`'s pooled output."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
+    texts = string_batch(texts, "text")
     if not texts:
         return np.zeros((0, embedding_model.output.shape[-1]), np.float32)
     pooled = embedding_model.predict(preprocessor.dataset(texts, batch_size), verbose=0)

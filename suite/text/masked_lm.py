@@ -178,8 +178,7 @@ class MaskedLMPretrainer(Task):
         preprocessor = self.preprocessor
 
         def embed(text):
-            token_ids, padding_mask = preprocessor.tf_tokenize(text)
-            pooled = pool({"token_ids": token_ids, "padding_mask": padding_mask})
+            pooled = pool(preprocessor.serving_inputs(text))
             return {"embedding": tf.math.l2_normalize(tf.cast(pooled, tf.float32), axis=-1)}
 
         signature = [tf.TensorSpec([None], tf.string, name="text")]

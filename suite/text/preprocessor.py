@@ -19,6 +19,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from suite.export import checked_input
 from suite.text.data import as_table, scalar_label, sorted_label_names
 
 RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -173,6 +174,12 @@ class TextPreprocessor(tf.Module):
         token_ids = tf.pad(token_ids, [[0, 0], [0, length - tf.shape(token_ids, tf.int64)[1]]],
                            constant_values=self.pad_id)
         return token_ids, tf.not_equal(token_ids, self.pad_id)
+
+    def serving_inputs(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A serving signature's `text` `(batch,)`, checked to be rank 1 (`checked_input`), as model
+        inputs `{"token_ids", "padding_mask"}` padded to the smallest bucket that holds the batch."""
+        token_ids, padding_mask = self.tf_tokenize(checked_input(text, "text", (None,)))
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
 
     def encode_labels(self, labels: Sequence) -> np.ndarray:
         """Labels -> class ids `(n,)` int32, or multi-hot `(n, num_labels)` float32 when multi-label."""

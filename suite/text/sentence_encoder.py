@@ -13,6 +13,7 @@ from suite.core.inference import inference_function
 from suite.core.optim import TrainingConfig
 from suite.core.task import Task
 from suite.distribute import make_strategy
+from suite.export import string_batch
 from suite.layers import SequencePooling
 from suite.layers.pooling import POOLINGS
 from suite.text.data import SentencePairsDataConfig, read_sentence_pairs
@@ -97,7 +98,7 @@ class SentenceEncoder(Task):
 
     def embed(self, texts, batch_size: int | None = None) -> np.ndarray:
         """Sentence vectors `(n, dimension)` float32 of `texts` (a string or a sequence of strings)."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = string_batch(texts, "text")
         if not texts:
             return np.zeros((0, self.dimension), np.float32)
         batches = self.preprocessor.dataset(texts, batch_size or self.config.training.batch_size)
@@ -143,8 +144,7 @@ class SentenceEncoder(Task):
         preprocessor = self.preprocessor
 
         def embed(text):
-            token_ids, padding_mask = preprocessor.tf_tokenize(text)
-            return {"embedding": tf.cast(encode({"token_ids": token_ids, "padding_mask": padding_mask}), tf.float32)}
+            return {"embedding": tf.cast(encode(preprocessor.serving_inputs(text)), tf.float32)}
 
         signature = [tf.TensorSpec([None], tf.string, name="text")]
         return {"serving_default": (embed, signature), "embed": (embed, signature)}

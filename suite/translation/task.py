@@ -13,8 +13,8 @@ import tensorflow as tf
 from suite.backbone import BackboneConfig
 from suite.core.optim import TrainingConfig, warmup_schedule
 from suite.core.task import Task
+from suite.export import checked_input, string_batch
 from suite.translation.data import TranslationDataConfig, read_translation_pairs
-from suite.translation.preprocessor import PAD_ID, TranslationPreprocessor
 from suite.translation.decoding import CompiledDecoder, decode
 from suite.translation.model import (
     InverseSquareRootSchedule,
@@ -22,6 +22,7 @@ from suite.translation.model import (
     TokenAccuracy,
     TranslationModel,
 )
+from suite.translation.preprocessor import PAD_ID, TranslationPreprocessor
 
 
 @dataclasses.dataclass
@@ -154,7 +155,7 @@ class Translator(Task):
                       length_penalty: float | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
         """`{"token_ids": (n, max_length) int32, "scores": (n,) float32}` for `n` texts, decoded
         with XLA in batches padded to a power of two (at most `batch_size`) rows."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = string_batch(texts, "source")
         beam_width, max_length, length_penalty, batch_size = self._decoding(beam_width, max_length, length_penalty, batch_size)
         token_ids, scores = [np.zeros((0, max_length), np.int32)], [np.zeros((0,), np.float32)]
         for start in range(0, len(texts), batch_size):
@@ -219,7 +220,7 @@ class Translator(Task):
             run = tf.function(lambda ids: decode(model, ids, max_length, width, length_penalty), jit_compile=jit_compile)
 
             def serve(source):
-                result = run(self.source_ids(source))
+                result = run(self.source_ids(checked_input(source, "source", (None,))))
                 return {"translation": preprocessor.tf_detokenize(result["token_ids"], "target"), **result}
 
             return serve

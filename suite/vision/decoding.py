@@ -8,6 +8,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from suite.export import require
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
 MAX_NAMED = 5
@@ -71,6 +73,36 @@ def tf_convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     else:
         converted = tf.cond(has_color, lambda: image[..., :3], lambda: tf.repeat(image[..., :1], 3, axis=-1))
     return tf.ensure_shape(converted, (*converted.shape[:-1], channels))
+
+
+# The first bytes of each format `tf.io.decode_image` reads, and the last bytes of a complete file
+# (BMP has no trailer).
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), (b"\xff\xd8\xff", b"\xff\xd9"), (b"GIF8", b";"),
+                    (b"BM", b""))
+INCOMPLETE_IMAGES = "input `{name}`: these items are not complete PNG, JPEG, GIF or BMP images (undecodable or truncated):"
+IMAGE_SIZES = "input `images` must have height and width >= 1 and 1 to 4 channels; got shape"
+
+
+def require_complete_images(encoded: tf.Tensor):
+    """The check (see `suite.export.require`) that every item of `encoded` `(batch,)` starts and ends
+    as a PNG, JPEG, GIF or BMP file does: undecodable or truncated bytes fail the request with a
+    message naming the input and the items, before a decoder fails with its own."""
+    complete = tf.zeros_like(encoded, tf.bool)
+    longest_end = max(len(end) for _, end in IMAGE_SIGNATURES)
+    padded = tf.strings.join([b"\0" * longest_end, encoded])  # a negative substr position needs that many bytes
+    for start, end in IMAGE_SIGNATURES:
+        starts = tf.equal(tf.strings.substr(encoded, 0, len(start)), start)
+        ends = tf.equal(tf.strings.substr(padded, -len(end), len(end)), end) if end else True
+        long_enough = tf.strings.length(encoded) >= len(start) + len(end)
+        complete = tf.logical_or(complete, tf.logical_and(long_enough, tf.logical_and(starts, ends)))
+    return require(tf.reduce_all(complete), INCOMPLETE_IMAGES.format(name="image_bytes"),
+                   tf.reshape(tf.where(tf.logical_not(complete)), [-1]))
+
+
+def is_complete_image(encoded: bytes) -> bool:
+    """Python-side `require_complete_images` for one item."""
+    return any(len(encoded) >= len(start) + len(end) and encoded.startswith(start) and encoded.endswith(end)
+               for start, end in IMAGE_SIGNATURES)
 
 
 def tf_decode_image(encoded: tf.Tensor, channels: int, size: tuple[int, int]) -> tf.Tensor:

@@ -16,9 +16,16 @@ from suite.config import to_dict
 from suite.core.inference import inference_function
 from suite.core.optim import TrainingConfig
 from suite.core.task import Task
+from suite.export import checked_input, require
 from suite.vision import augmentation as augmentations
 from suite.vision.augmentation import ImageAugmentation
-from suite.vision.decoding import tf_convert_channels
+from suite.vision.decoding import (
+    IMAGE_SIZES,
+    INCOMPLETE_IMAGES,
+    is_complete_image,
+    require_complete_images,
+    tf_convert_channels,
+)
 from suite.vision.data import ImageData, ImageDataConfig, read_images, split_images
 from suite.vision.preprocessor import ImagePreprocessor
 from suite.vision.model import build_vit, patch_grid
@@ -265,6 +272,12 @@ class ImageClassifier(Task):
         blank = np.zeros((*self.preprocessor.image_size, self.preprocessor.channels), np.uint8)
         return {"image_bytes": [{"b64": base64.b64encode(tf.io.encode_png(blank).numpy()).decode("ascii")}]}
 
+    def example_requests(self) -> dict[str, dict]:
+        """A blank PNG, and the same blank image as pixels for `predict_images(_uint8)`."""
+        pixels = np.zeros((1, *self.preprocessor.image_size, self.preprocessor.channels), np.uint8).tolist()
+        return {"serving_default": self.example_inputs(), "predict_images": {"images": pixels},
+                "predict_images_uint8": {"images": pixels}}
+
     def serving_endpoints(self, jit_compile: bool) -> dict:
         """`serving_default`: `image_bytes` tf.string `(batch,)` of PNG/JPEG, any size; `predict_images` /
         `predict_images_uint8`: `images (batch, H, W, C)` float32 in [0, 255] / uint8, any H, W, C in 1..4."""
@@ -272,10 +285,16 @@ class ImageClassifier(Task):
         preprocessor = self.preprocessor
 
         def from_bytes(image_bytes):
-            return self.outputs(classify(preprocessor.tf_decode(image_bytes)))
+            image_bytes = checked_input(image_bytes, "image_bytes", (None,))
+            with tf.control_dependencies([require_complete_images(image_bytes)]):
+                return self.outputs(classify(preprocessor.tf_decode(image_bytes)))
 
         def from_pixels(images):
-            return self.outputs(classify(tf_convert_channels(images, preprocessor.channels)))
+            images = checked_input(images, "images", (None, None, None, None), finite=images.dtype.is_floating)
+            height, width, channels = tf.unstack(tf.shape(images)[1:])
+            sizes_ok = tf.logical_and(tf.logical_and(height > 0, width > 0), tf.logical_and(channels >= 1, channels <= 4))
+            with tf.control_dependencies([require(sizes_ok, IMAGE_SIZES, tf.shape(images))]):
+                return self.outputs(classify(tf_convert_channels(images, preprocessor.channels)))
 
         pixels = [None, None, None, None]
         return {
@@ -291,15 +310,17 @@ def _decoded(item, index: int, value_range) -> np.ndarray:
         path = Path(item)
         if not path.is_file():
             raise FileNotFoundError(f"images[{index}]: {str(path)!r} is not a file.")
-        item = path.read_bytes()
-        where = f"images[{index}] ({str(path)!r})"
+        item, where = path.read_bytes(), f" ({str(path)!r})"
     elif isinstance(item, bytes):
-        where = f"images[{index}]"
+        where = ""
     else:
         return np.asarray(item)
+    if not is_complete_image(item):
+        raise ValueError(f"{INCOMPLETE_IMAGES.format(name='images')} [{index}]{where}.")
     try:
         pixels = tf.io.decode_image(item, channels=0, expand_animations=False).numpy().astype(np.float32)
     except tf.errors.OpError as error:
-        raise ValueError(f"{where} is not a readable PNG/JPEG image: {error.message.splitlines()[0]}") from None
+        raise ValueError(f"images[{index}]{where} is not a readable PNG/JPEG image: "
+                         f"{error.message.splitlines()[0]}") from None
     low, high = value_range
     return low + pixels * np.float32((high - low) / 255.0)
