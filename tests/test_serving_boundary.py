@@ -165,3 +165,17 @@ def test_serving_config_writes_the_batching_parameters_beside_models_config(expo
     models_config = write_serving_config(exports[0]["forecasting"].parents[1])
     batching = models_config.with_name("batching.config")
     assert batching.read_text() == BATCHING_CONFIG and "max_batch_size { value: 64 }" in BATCHING_CONFIG
+
+
+def test_bench_serving_times_two_exports_side_by_side(exports):
+    text = str(exports[0]["text_classification"])
+    command = [sys.executable, str(PROBE.parents[1] / "benchmarks" / "bench_serving.py"), "--export", f"a={text}",
+               "--export", f"b={text}", "--rounds", "2", "--calls", "2", "--warmup", "1"]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=PROBE.parents[1], timeout=600,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(completed.stdout)
+    assert report["suite_imported"] is False
+    assert set(report["results"]) == {"a/batch_1", "a/batch_64", "b/batch_1", "b/batch_64"}
+    assert report["results"]["b/batch_64"]["same_answers_as_reference"] is True
+    assert report["results"]["b/batch_1"]["time_vs_a"] > 0
