@@ -190,7 +190,7 @@ def shape_error(name: str, shape: Sequence[int | None], dtype: str, got) -> str:
 NON_FINITE = "input `{name}` holds NaN or infinite values; every value must be finite"
 
 
-def require(condition, message: str, *data):
+def require(condition, message: str | tf.Tensor, *data):
     """In a serving function: fail the request with InvalidArgumentError `message` (followed by
     `data`) unless `condition`; TF Serving passes the message to the client. Returns the check."""
     return tf.debugging.Assert(condition, [message, *data], summarize=16)
@@ -206,8 +206,8 @@ def checked_input(tensor, name: str, shape: Sequence[int | None], finite: bool =
     """
     dims = tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor)), separator=", ")
     pattern = ", ".join(r"\d+" if size is None else str(size) for size in shape)
-    message = shape_error(name, shape, tensor.dtype.name, "").rstrip()
-    with tf.control_dependencies([require(tf.strings.regex_full_match(dims, pattern), message, dims)]):
+    message = tf.strings.join([shape_error(name, shape, tensor.dtype.name, "["), dims, "]"])
+    with tf.control_dependencies([require(tf.strings.regex_full_match(dims, pattern), message)]):
         tensor = tf.identity(tensor)
     if finite:
         with tf.control_dependencies([require(tf.reduce_all(tf.math.is_finite(tensor)), NON_FINITE.format(name=name))]):

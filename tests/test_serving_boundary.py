@@ -147,7 +147,8 @@ def test_predict_refuses_what_the_export_refuses_in_the_same_words(exports):
     with pytest.raises(ValueError, match=r"input `images`: these items are not complete PNG, .* \[1\]\.$"):
         exports[1]["image_classification"].predict([PNG, b"xx"])
     served = tf.saved_model.load(str(exports[0]["forecasting"])).signatures["serving_default"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input `window` must be float32 shaped \(batch, 48, 3\)"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"input `window` must be float32 shaped \(batch, 48, 3\), got shape \[1, 50, 3\]"):
         served(window=tf.ones((1, 50, 3)))
 
 
