@@ -14,7 +14,6 @@ check. It builds an untrained task through the `Task` hooks (`read`, `create`, `
 
 from __future__ import annotations
 
-import base64
 import os
 import platform
 import resource
@@ -30,7 +29,7 @@ import tensorflow as tf
 from suite.config import to_dict
 from suite.core.inference import inference_function
 from suite.core.task import Task
-from suite.export import load_saved_model
+from suite.export import decode_inputs, load_saved_model
 
 SERVING_BATCH_SIZES = (1, 64)
 
@@ -108,18 +107,11 @@ def throughput(call: Callable, inputs: list) -> dict:
     }
 
 
-def _json_to_tensor(value, spec: tf.TensorSpec, batch_size: int) -> tf.Tensor:
-    """A REST `inputs` column (`{"b64": ...}` for bytes) as a tensor of `spec`, its rows
-    repeated to `batch_size` when `spec` has a batch dimension."""
-    def decode(item):
-        if isinstance(item, dict) and set(item) == {"b64"}:
-            return base64.b64decode(item["b64"])
-        return [decode(x) for x in item] if isinstance(item, list) else item
-
-    value = decode(value)
-    if spec.shape.rank:
-        value = [value[i % len(value)] for i in range(batch_size)]
-    return tf.constant(value, dtype=spec.dtype)
+def _request(example: dict, specs: dict, batch_size: int) -> dict[str, tf.Tensor]:
+    """A REST `inputs` example as tensors of `specs`, its rows cycled to `batch_size`."""
+    arrays = decode_inputs(example, specs)
+    return {name: tf.constant(np.take(array, np.arange(batch_size) % len(array), axis=0) if array.ndim else array,
+                              dtype=specs[name].dtype) for name, array in arrays.items()}
 
 
 def serving_throughput(task: Task, steps: int, batch_sizes=SERVING_BATCH_SIZES) -> dict:
@@ -143,7 +135,7 @@ def serving_throughput(task: Task, steps: int, batch_sizes=SERVING_BATCH_SIZES) 
             return keras.tree.map_structure(np.asarray, signature(**request))
 
         for size in batch_sizes:
-            request = {name: _json_to_tensor(example[name], spec, size) for name, spec in specs.items()}
+            request = _request({name: example[name] for name in specs}, specs, size)
             figures[f"batch_{size}"] = throughput(call, [request] * steps)
     return figures
 
