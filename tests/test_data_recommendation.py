@@ -1,6 +1,7 @@
 """Recommendation data: reading rules, leave-one-out, vocabulary and lookup, datasets,
 evaluation data, ranking metrics and baselines."""
 
+import gzip
 import json
 import pathlib
 
@@ -10,7 +11,6 @@ import pytest
 import tensorflow as tf
 
 from suite.recommendation.data import leave_one_out, read_interactions, user_sequences
-from suite.recommendation.preprocessor import RecommendationPreprocessor
 from suite.recommendation.metrics import (
     ItemCooccurrence,
     MostPopular,
@@ -19,6 +19,7 @@ from suite.recommendation.metrics import (
     ranking_metrics,
     sampled_ranks,
 )
+from suite.recommendation.preprocessor import RecommendationPreprocessor
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ML_100K = REPO_ROOT.parent / "shared" / "datasets" / "ml-100k" / "u.data"
@@ -114,6 +115,46 @@ def test_ties_keep_file_order_and_no_timestamp_uses_rows():
     assert user_sequences(in_order)["u"] == ["x", "y", "z", "w"]
 
 
+def test_sequences_and_pairs_files_read_like_csv(tmp_path):
+    (tmp_path / "seq.txt").write_text("u1 a b a\n\n  u2\tc  d e \r\n")
+    (tmp_path / "pairs.txt").write_text("u1 a\nu2 c\n\nu1 b\nu1 a\nu2 d\nu2 e\n")
+    for name, rows in {"seq": ["u1,a,0", "u1,b,1", "u1,a,2", "u2,c,0", "u2,d,1", "u2,e,2"],
+                       "pairs": ["u1,a,0", "u2,c,1", "u1,b,2", "u1,a,3", "u2,d,4", "u2,e,5"]}.items():
+        (tmp_path / f"{name}.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+        read = read_interactions(tmp_path / f"{name}.txt")
+        assert read.equals(read_interactions(tmp_path / f"{name}.csv"))
+        assert user_sequences(read).to_dict() == {"u1": ["a", "b", "a"], "u2": ["c", "d", "e"]}
+        assert read.attrs["report"]["duplicates_dropped"] == 0
+        first = read_interactions(tmp_path / f"{name}.txt", duplicates="first", min_events=2)
+        assert user_sequences(first)["u1"] == ["a", "b"]
+
+
+def test_text_formats_detected_from_txt_and_gz(tmp_path):
+    for name, text, expected in [("s.txt.gz", "1 10 11 12\n2 10 12 13\n", [0, 1, 2, 0, 1, 2]),
+                                 ("P.TXT.GZ", "1 10\n1 11\n\n2 10\n1 12\n2 12\n2 13\n", [0, 1, 2, 3, 4, 5])]:
+        with gzip.open(tmp_path / name, "wt") as file:
+            file.write(text)
+        read = read_interactions(tmp_path / name)
+        assert read["timestamp"].tolist() == expected and "rating" not in read.columns
+        assert user_sequences(read).to_dict() == {"1": ["10", "11", "12"], "2": ["10", "12", "13"]}
+    (tmp_path / "s.txt").write_text("1 10 11 12\n2 10 12 13\n")
+    assert read_interactions(tmp_path / "s.txt", format="sequences").equals(read_interactions(tmp_path / "s.txt.gz"))
+
+
+def test_text_format_errors(tmp_path):
+    (tmp_path / "empty.txt").write_text("u1 a b c\n\nu2\n")
+    with pytest.raises(ValueError, match=r"line 3 of .*empty.txt' has a user but no items: 'u2'"):
+        read_interactions(tmp_path / "empty.txt")
+    (tmp_path / "twice.txt").write_text("u1 a b c\nu2 a b c\n\nu1 d\n")
+    with pytest.raises(ValueError, match="user 'u1' is on lines 1 and 4 of .*one line per user"):
+        read_interactions(tmp_path / "twice.txt")
+    (tmp_path / "pairs.txt").write_text("u1 a\n\nu1 b c\n")
+    with pytest.raises(ValueError, match=r"line 3 of .*pairs.txt' has 3 fields; a pairs file has 2"):
+        read_interactions(tmp_path / "pairs.txt", format="pairs")
+    with pytest.raises(ValueError, match=r"format must be one of \(.*'sequences', 'pairs'\), got 'seq'"):
+        read_interactions(tmp_path / "pairs.txt", format="seq")
+
+
 # Leave-one-out --------------------------------------------------------------------------
 
 def test_leave_one_out_holds_out_the_last_two_events():
@@ -135,6 +176,15 @@ def test_leave_one_out_drops_short_users():
     assert split.users_dropped == 1
     assert split.train["item_id"].tolist() == ["a"]
     assert split.test.to_dict("records") == [{"user_id": "u1", "history": ["a", "b"], "target": "c"}]
+
+
+def test_leave_one_out_on_a_sequences_file_holds_out_each_line_end(tmp_path):
+    (tmp_path / "seq.txt").write_text("u1 a b a c\nu2 c b d\n")
+    split = leave_one_out(read_interactions(tmp_path / "seq.txt"))
+    assert split.test.to_dict("records") == [{"user_id": "u1", "history": ["a", "b", "a"], "target": "c"},
+                                             {"user_id": "u2", "history": ["c", "b"], "target": "d"}]
+    assert split.validation["target"].tolist() == ["a", "b"]
+    assert user_sequences(split.train).to_dict() == {"u1": ["a", "b"], "u2": ["c"]}
 
 
 # Preprocessor ---------------------------------------------------------------------------
@@ -178,25 +228,28 @@ def test_dataset_shifts_targets_pads_left_and_truncates():
     np.testing.assert_array_equal(targets.numpy(), [[4, 3, 2], [0, 0, 2]])
 
 
-def test_dataset_negatives_avoid_targets_and_padding():
+def test_dataset_negatives_are_shared_by_the_batch():
     rows = [[f"u{u}", f"i{(u + t) % 6}", t] for u in range(8) for t in range(5)]
     train = frame(rows)
     preprocessor = RecommendationPreprocessor.fit(train, max_length=5)
-    data = preprocessor.dataset(train, batch_size=3, training=True, shuffle=True, seed=1, num_negatives=7)
-    assert data.element_spec[0]["negative_ids"].shape == (3, 5, 7)
+    data = preprocessor.dataset(train, batch_size=3, training=True, shuffle=True, seed=1, negatives=7, in_batch=4,
+                                probabilities=True)
+    assert data.element_spec[1]["negatives"].shape == (11,)
     batches = list(data)
     assert len(batches) == 2
     for inputs, targets in batches:
-        assert inputs["item_ids"].shape == (3, 5) and inputs["negative_ids"].shape == (3, 5, 7)
-        negatives, targets = inputs["negative_ids"].numpy(), targets.numpy()[..., None]
-        assert np.all((negatives == 0) == (targets == 0).repeat(7, axis=-1))
-        assert np.all(negatives[targets[..., 0] > 0] >= 2) and np.all(negatives < preprocessor.vocabulary_size)
-        assert not np.any((negatives == targets) & (targets > 0))
+        next_items, negatives = targets["next_items"].numpy(), targets["negatives"].numpy()
+        assert inputs["item_ids"].shape == (3, 5) and next_items.shape == (3, 5)
+        assert set(negatives[:4]) <= set(next_items[next_items > 0].tolist())
+        assert np.all(negatives[4:] >= 2) and np.all(negatives < preprocessor.vocabulary_size)
+        assert targets["negative_probability"].shape == (11,) and targets["next_probability"].shape == (3, 5)
+    every_item = preprocessor.sampling_probability(tf.range(2, preprocessor.vocabulary_size), 4, 7)
+    assert float(tf.reduce_sum(every_item)) == pytest.approx(1.0)
     second_epoch = list(data)
-    assert any(not np.array_equal(a[0]["negative_ids"], b[0]["negative_ids"]) for a, b in zip(batches, second_epoch))
-    fixed = preprocessor.dataset(train, batch_size=3, num_negatives=7)
+    assert any(not np.array_equal(a[1]["negatives"], b[1]["negatives"]) for a, b in zip(batches, second_epoch))
+    fixed = preprocessor.dataset(train, batch_size=3, negatives=7)
     assert len(list(fixed)) == 3
-    assert all(np.array_equal(a[0]["negative_ids"], b[0]["negative_ids"]) for a, b in zip(fixed, fixed))
+    assert all(np.array_equal(a[1]["negatives"], b[1]["negatives"]) for a, b in zip(fixed, fixed))
 
 
 def test_evaluation_data_negatives_are_unseen_and_seeded():
@@ -252,10 +305,12 @@ def test_baselines_on_a_toy_example():
     np.testing.assert_allclose(scores[1], [0, 0, 1 / 3, 1 + 2 / 3, 1 / 3, 2 / 3, 1 / 3])
     anywhere = ItemCooccurrence(7, window=None, recent=1).fit(sequences)
     assert anywhere.counts[2, 4] == 1 and adjacent.counts[2, 4] == 0
-    results = evaluate_scores(scores, np.array([5, 3]), seen=[np.array([3]), np.array([2])],
-                              negatives=np.array([[2, 6], [4, 6]]), ks=(1,))
-    assert results["full"]["HR@1"] == 1.0 and results["sampled"]["MRR"] == 1.0
-    fallback = evaluate_scores(popular.score(np.zeros((2, 2), int)), np.array([5, 4]), ks=(1,))
+    history = np.array([[0, 3], [0, 2]])
+    for rows in (1, 2):
+        results = evaluate_scores(adjacent.score, history, np.array([5, 3]), seen=[np.array([3]), np.array([2])],
+                                  negatives=np.array([[2, 6], [4, 6]]), ks=(1,), rows=rows)
+        assert results["full"]["HR@1"] == 1.0 and results["sampled"]["MRR"] == 1.0
+    fallback = evaluate_scores(popular.score, np.zeros((2, 2), int), np.array([5, 4]), ks=(1,))
     assert fallback["full"]["MRR"] == pytest.approx((1 / 2 + 1 / 5) / 2)
 
 

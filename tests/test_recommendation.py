@@ -16,6 +16,7 @@ from suite.config import ConfigError
 from suite.tasks import Recommender, Task
 from suite.recommendation.data import leave_one_out
 from suite.recommendation.data import HeldOut, training_windows
+from suite.recommendation import losses
 from suite.recommendation.model import SASRec
 
 CYCLE = [f"c{i:02d}" for i in range(20)]
@@ -90,27 +91,73 @@ def test_training_windows_cover_long_sequences():
     assert len(training_windows(interactions, 4, 0)) == 2
 
 
-@pytest.mark.parametrize("loss", ["softmax", "sampled"])
+@pytest.mark.parametrize("loss", ["softmax", "sampled_softmax", "gbce"])
 def test_validation_targets_only_the_held_out_item(loss):
     # u1: a b c | b (validation) | x (test); u2: c a | c | y. Training vocabulary: a, c, b.
     rows = [("u1", item, t) for t, item in enumerate("abcbx")] + [("u2", item, t) for t, item in enumerate("cacy")]
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
     split = leave_one_out(interactions)
-    config = {**TINY, "max_length": 4, "window_stride": 4, "loss": loss, "num_negatives": 2, "backbone": {**TINY_BACKBONE, "max_length": 4}}
+    config = {**TINY, "max_length": 4, "window_stride": 4, "loss": loss, "num_negatives": 2, "in_batch_negatives": 3,
+              "backbone": {**TINY_BACKBONE, "max_length": 4}}
     task = Recommender.create(split.train, Recommender.resolve_config(config))
     assert task.preprocessor.vocabulary == ["", "[OOV]", "a", "c", "b"]
+    assert task.preprocessor.counts == [0, 0, 2, 2, 1]
     batches = list(task.dataset(HeldOut(interactions, split, "validation")))
     assert len(batches) == 1
     inputs, targets = batches[0]
-    targets, negatives = targets if loss == "sampled" else (targets, None)
+    sampled = targets if loss != "softmax" else None
+    targets = targets["next_items"] if sampled else targets
     np.testing.assert_array_equal(inputs["item_ids"], [[0, 2, 4, 3], [0, 0, 3, 2]])  # a b c; c a
     np.testing.assert_array_equal(targets, [[0, 0, 0, 4], [0, 0, 0, 3]])  # b; c
-    if negatives is not None:
-        assert negatives.shape == (2, 4, 2) and not np.asarray(negatives[:, :-1]).any()
-        last = np.asarray(negatives[:, -1])
-        assert (last >= 2).all() and (last != np.asarray(targets[:, -1:])).all()
-        again = next(iter(task.dataset(HeldOut(interactions, split, "validation"))))[1][1]
-        np.testing.assert_array_equal(again, negatives)
+    if sampled is None:
+        return
+    negatives = np.asarray(sampled["negatives"])
+    in_batch = 3 if loss == "sampled_softmax" else 0
+    assert negatives.shape == (in_batch + 2,) and (negatives[in_batch:] >= 2).all()
+    assert sorted(negatives[:in_batch]) == ([0, 3, 4] if in_batch else [])  # the batch's 2 next items, then padding
+    again = next(iter(task.dataset(HeldOut(interactions, split, "validation"))))[1]["negatives"]
+    np.testing.assert_array_equal(again, negatives)
+    if loss == "sampled_softmax":  # 3 draws by frequency (a, c: 2/5; b: 1/5) and 2 uniform over 3 items
+        np.testing.assert_allclose(sampled["next_probability"][:, -1], [(3 / 5 + 2 / 3) / 5, (6 / 5 + 2 / 3) / 5],
+                                   rtol=1e-6)
+
+
+def test_sampled_softmax_with_every_item_is_the_full_softmax():
+    rng = np.random.default_rng(0)
+    states, table = rng.normal(size=(2, 3, 4)).astype("float32"), rng.normal(size=(7, 4)).astype("float32")
+    next_items = np.array([[2, 5, 0], [6, 3, 4]], "int32")
+    items = np.arange(2, 7, dtype="int32")
+
+    def softmax_over_items(draws):  # every item once, its logit less log(its draw probability)
+        logits = states @ table[2:].T - np.log(draws)
+        target = np.take_along_axis(logits, np.maximum(next_items - 2, 0)[..., None], axis=-1)[..., 0]
+        return np.log(np.exp(logits).sum(-1)) - target
+
+    for draws in (np.full(5, 0.2, "float32"), np.array([0.6, 0.1, 0.1, 0.1, 0.1], "float32")):
+        next_draws = draws[np.maximum(next_items - 2, 0)]
+        sampled = losses.sampled_softmax(states, table, next_items, items, next_draws, draws)
+        np.testing.assert_allclose(np.asarray(sampled)[next_items > 0], softmax_over_items(draws)[next_items > 0],
+                                   rtol=1e-5)
+
+
+def test_gbce_calibration():
+    assert losses.gbce_beta(256, 1001, 0.0) == pytest.approx(1.0)
+    assert losses.gbce_beta(256, 1001, 1.0) == pytest.approx(256 / 1000)
+    states, table = np.ones((1, 1, 2), "float32"), np.array([[0, 0], [0, 0], [1, 0], [0, 1]], "float32")
+    per_position = losses.gbce(states, table, np.array([[2]], "int32"), np.array([2, 3], "int32"), 0.5)
+    # 0.5 * softplus(-1) for the positive, softplus(1) for item 3; item 2 among the negatives is an accidental hit.
+    assert float(np.asarray(per_position)[0, 0]) == pytest.approx(0.5 * np.log1p(np.exp(-1)) + np.log1p(np.exp(1)), rel=1e-6)
+
+
+@pytest.mark.parametrize("loss, hit_rate, mrr_over_popular", [("sampled_softmax", 0.9, 2.0), ("gbce", 0.75, 1.5)])
+def test_sampled_losses_learn_the_item_cycle(loss, hit_rate, mrr_over_popular):
+    # 20 steps: the binary cross-entropy learns more slowly than the softmaxes, as on real data.
+    task = Recommender.train(cycle_interactions(), TINY, verbose=0, loss=loss, num_negatives=16, in_batch_negatives=16,
+                             **{"training.epochs": 10, "training.learning_rate": 0.05})
+    assert task.model.item_loss == loss
+    test = task.evaluate(cycle_interactions(users=40, seed=1))
+    assert test["model"]["full"]["HR@10"] >= hit_rate
+    assert test["model"]["full"]["MRR"] > mrr_over_popular * test["most_popular"]["full"]["MRR"]
 
 
 def test_early_stopping_keeps_the_best_validation_epoch():
@@ -129,6 +176,19 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     validation = HeldOut(interactions, leave_one_out(interactions), "validation")
     loss = task.model.evaluate(task.dataset(validation), return_dict=True, verbose=0)["loss"]
     assert loss == pytest.approx(min(losses), rel=1e-4)
+
+
+def test_approximate_index_finds_the_exact_top_items(recommender):
+    pytest.importorskip("faiss")
+    histories = [["c03", "c04", "c05"], ["c17", "c18"], CYCLE[:19]]
+    with pytest.raises(ValueError, match="build_index"):
+        recommender.recommend(histories, approximate=True)
+    recommender.build_index()
+    exact = recommender.recommend(histories, k=5)
+    approximate = recommender.recommend(histories, k=5, approximate=True)
+    np.testing.assert_array_equal(approximate["item_ids"], exact["item_ids"])
+    np.testing.assert_allclose(approximate["scores"], exact["scores"], rtol=1e-4, atol=1e-4)
+    assert list(approximate["item_ids"][2]) == ["c19", "", "", "", ""]  # one unseen item left
 
 
 def test_tiny_model_learns_the_item_cycle(recommender):
@@ -183,7 +243,7 @@ def test_cli_trains_on_the_sample_predicts_and_exports(repo_root, tmp_path, caps
     monkeypatch.chdir(repo_root)
     code = main([
         "train", "recommendation", "--data.train", "data/recommendation/interactions.csv",
-        "--max_length", "8", "--window_stride", "4", "--loss", "sampled", "--eval_negatives", "20", "--backbone.num_layers", "1",
+        "--max_length", "8", "--window_stride", "4", "--loss", "gbce", "--eval_negatives", "20", "--backbone.num_layers", "1",
         "--backbone.d_model", "16", "--backbone.ff_dim", "16", "--backbone.max_length", "8",
         "--training.epochs", "1", "--output-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "exports"),
     ])

@@ -9,17 +9,21 @@ by timestamp, so events with equal timestamps keep their file order.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import itertools
 import logging
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("user_id", "item_id", "timestamp")
-FORMATS = ("csv", "tsv", "parquet", "ml-100k", "ml-1m")
+FORMATS = ("csv", "tsv", "parquet", "ml-100k", "ml-1m", "sequences", "pairs")
 DUPLICATE_RULES = ("exact", "first", "keep")
 MISSING_RULES = ("error", "drop")
 SPLITS = ("leave_one_out", None)
@@ -46,8 +50,14 @@ def read_interactions(
     `format` is one of `FORMATS`; by default it comes from the file name: `u.data` is
     MovieLens-100K (tab-separated, no header: user item rating timestamp), `ratings.dat`
     MovieLens-1M (`::`-separated, same fields), else the suffix (.csv, .tsv/.tab, .parquet/.pq,
-    optionally compressed). MovieLens formats fix the column names; the `*_column` arguments
-    apply to the other formats. `timestamp_column=None` orders events by their file row.
+    optionally compressed; .txt/.txt.gz below). Whitespace-separated text, gzipped when the name
+    ends .gz: `"sequences"` is one user a line, `user_id item_id item_id ...` oldest first
+    (S3-Rec), timestamped by position in the line; `"pairs"` is one `user_id item_id` a line in
+    time order (SASRec), timestamped by row; so `duplicates="exact"` drops nothing in either. A
+    .txt file is "pairs" when its first 1000 non-blank lines have 2 fields, else "sequences"
+    (read as sequences, such lines give the same user sequences). MovieLens and text formats fix
+    the column names; the `*_column` arguments apply to the other formats.
+    `timestamp_column=None` orders events by their file row.
     The rating is kept from `rating_column`, or from a column named "rating" when that is None.
 
     Returns columns `user_id`, `item_id` (str, surrounding spaces stripped), `timestamp`
@@ -66,7 +76,7 @@ def read_interactions(
         raise ValueError(f"min_events must be >= 1, got {min_events}.")
     frame, fixed_columns = _load(source, format)
     if fixed_columns:
-        user_column, item_column, timestamp_column, rating_column = "user_id", "item_id", "timestamp", "rating"
+        user_column, item_column, timestamp_column, rating_column = "user_id", "item_id", "timestamp", None
     wanted = {"user_column": user_column, "item_column": item_column, "timestamp_column": timestamp_column,
               "rating_column": rating_column}
     for argument, column in wanted.items():
@@ -123,19 +133,70 @@ def _load(source, format: str | None) -> tuple[pd.DataFrame, bool]:
                             encoding="latin-1", **text_options)
     elif format == "parquet":
         frame = pd.read_parquet(path)
+    elif format in ("sequences", "pairs"):
+        frame = _read_text(path, format)
     else:
         frame = pd.read_csv(path, sep="\t" if format == "tsv" else ",", dtype=str, **text_options)
-    return frame, format in ("ml-100k", "ml-1m")
+    return frame, format in ("ml-100k", "ml-1m", "sequences", "pairs")
+
+
+def _open_text(path: pathlib.Path):
+    return (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt", encoding="utf-8")
+
+
+def _read_text(path: pathlib.Path, format: str) -> pd.DataFrame:
+    """The events of a "sequences" or "pairs" file (see `read_interactions`), split by Arrow."""
+    with _open_text(path) as file:
+        text = pa.array([file.read()], pa.large_string())
+    lines = pc.utf8_trim_whitespace(pc.split_pattern(text, "\n").flatten())
+    numbers = np.flatnonzero(pc.utf8_length(lines).to_numpy() > 0)
+    lines = lines.take(numbers)
+    fields = pc.utf8_split_whitespace(lines)
+    counts = pc.list_value_length(fields).to_numpy().astype(np.int64)
+    tokens = fields.flatten()
+    if format == "pairs":
+        bad = np.flatnonzero(counts != 2)
+        if len(bad):
+            raise ValueError(f"line {numbers[bad[0]] + 1} of {str(path)!r} has {counts[bad[0]]} fields; a pairs "
+                             "file has 2 a line (user_id item_id).")
+        users, items = tokens.take(np.arange(0, len(tokens), 2)), tokens.take(np.arange(1, len(tokens), 2))
+        return _text_frame(users, items, np.arange(len(counts)))
+    empty = np.flatnonzero(counts == 1)
+    if len(empty):
+        raise ValueError(f"line {numbers[empty[0]] + 1} of {str(path)!r} has a user but no items: "
+                         f"{lines[empty[0]].as_py()[:80]!r}.")
+    starts = np.cumsum(counts) - counts
+    users = pd.Series(pd.arrays.ArrowStringArray(tokens.take(starts)))
+    repeated = np.flatnonzero(users.duplicated().to_numpy())
+    if len(repeated):
+        user = users.iloc[repeated[0]]
+        first = numbers[np.flatnonzero((users == user).to_numpy())[0]]
+        raise ValueError(f"user {user!r} is on lines {first + 1} and {numbers[repeated[0]] + 1} of {str(path)!r}; "
+                         "a sequences file has one line per user.")
+    is_item = np.ones(len(tokens), bool)
+    is_item[starts] = False
+    lengths = counts - 1
+    positions = np.arange(len(tokens) - len(counts)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return _text_frame(tokens.take(np.repeat(starts, lengths)), tokens.filter(is_item), positions)
+
+
+def _text_frame(users: pa.Array, items: pa.Array, timestamps: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": pd.arrays.ArrowStringArray(users), "item_id": pd.arrays.ArrowStringArray(items),
+                         "timestamp": timestamps})
 
 
 def _detect_format(path: pathlib.Path) -> str:
     by_name = {"u.data": "ml-100k", "ratings.dat": "ml-1m"}
     by_suffix = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
+    if path.name.lower().endswith((".txt", ".txt.gz")):
+        with _open_text(path) as file:
+            first = itertools.islice((line.split() for line in file if line.strip()), 1000)
+            return "pairs" if all(len(fields) == 2 for fields in first) else "sequences"
     suffixes = "".join(path.suffixes).lower()
     found = by_name.get(path.name) or next((f for s, f in by_suffix.items() if s in suffixes), None)
     if found is None:
         raise ValueError(f"cannot tell the format of {str(path)!r}: pass format= one of {FORMATS} "
-                         "(u.data and ratings.dat are recognised by name; otherwise .csv, .tsv, .parquet).")
+                         "(u.data and ratings.dat are recognised by name; otherwise .csv, .tsv, .parquet, .txt).")
     return found
 
 
@@ -243,7 +304,8 @@ class InteractionsDataConfig:
 
     `split: leave_one_out` holds out each user's last event (test) and second-to-last (validation)
     of `train`; with `split: null`, `validation` and `test` name tables of their own, each scored
-    on its users' last events (a split and such files exclude each other).
+    on its users' last events (a split and such files exclude each other). `format` is one of
+    `FORMATS` (csv, tsv, parquet, ml-100k, ml-1m, sequences, pairs), by default from the file name.
     """
 
     train: str = "data/recommendation/interactions.csv"

@@ -10,12 +10,13 @@ from 2; scores are `(n, vocabulary_size)` arrays over all indices.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse
 
 FIRST_ITEM = 2
+MAX_SCORES = 1 << 24
 
 
 def full_ranking_ranks(scores: np.ndarray, targets: np.ndarray,
@@ -87,19 +88,34 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = (10,)) -> dict[str, f
     return metrics
 
 
-def evaluate_scores(scores: np.ndarray, targets: np.ndarray, seen: Sequence[np.ndarray] | None = None,
-                    negatives: np.ndarray | None = None, ks: Sequence[int] = (10,)) -> dict[str, dict[str, float]]:
-    """Both protocols from full scores `(n, vocabulary_size)`.
+def scoring_rows(vocabulary_size: int, max_scores: int = MAX_SCORES) -> int:
+    """How many users to score at once so that at most `max_scores` scores are held (at most 1024)."""
+    return int(min(1024, max(1, max_scores // max(vocabulary_size, 1))))
+
+
+def evaluate_scores(score: Callable[[np.ndarray], np.ndarray], history: np.ndarray, targets: np.ndarray,
+                    seen: Sequence[np.ndarray] | None = None, negatives: np.ndarray | None = None,
+                    ks: Sequence[int] = (10,), rows: int = 256) -> dict[str, dict[str, float]]:
+    """Both protocols for users scored `rows` at a time by `score`: histories `(b, length)` ->
+    scores `(b, vocabulary_size)`. Memory is bounded by `rows * vocabulary_size` scores, never a
+    `(users, items)` matrix (`scoring_rows` picks `rows` for a budget).
 
     `"full"`: ranking over all items, the `seen` items excluded when given (pass None for
-    data where users repeat items); `"sampled"` (with
-    `negatives` `(n, num_negatives)`): ranking of the target among itself and its negatives.
+    data where users repeat items); `"sampled"` (with `negatives` `(n, num_negatives)`): ranking
+    of the target among itself and its negatives.
     """
-    results = {"full": ranking_metrics(full_ranking_ranks(scores, targets, seen), ks)}
+    targets = np.asarray(targets)
+    full, sampled = [], []
+    for start in range(0, len(targets), rows):
+        part = slice(start, start + rows)
+        scores = np.asarray(score(np.asarray(history)[part]), np.float32)
+        full.append(full_ranking_ranks(scores, targets[part], None if seen is None else seen[part]))
+        if negatives is not None:
+            candidates = np.concatenate([targets[part, None], negatives[part]], axis=1)
+            sampled.append(sampled_ranks(np.take_along_axis(scores, candidates, axis=1), candidates))
+    results = {"full": ranking_metrics(np.concatenate(full or [np.zeros(0)]), ks)}
     if negatives is not None:
-        candidates = np.concatenate([np.asarray(targets)[:, None], negatives], axis=1)
-        candidate_scores = np.take_along_axis(np.asarray(scores), candidates, axis=1)
-        results["sampled"] = ranking_metrics(sampled_ranks(candidate_scores, candidates), ks)
+        results["sampled"] = ranking_metrics(np.concatenate(sampled or [np.zeros(0)]), ks)
     return results
 
 
@@ -126,7 +142,8 @@ class ItemCooccurrence:
     """Scores items by their co-occurrence counts with the user's `recent` latest items.
 
     Two items co-occur when they are in the same training sequence, at most `window`
-    positions apart (`None`: anywhere in it). Popularity, scaled below one count, breaks ties.
+    positions apart (`None`: anywhere in it). The counts are a sparse `(items, items)` matrix
+    (`counts`, scipy CSR). Popularity, scaled below one count, breaks ties.
     """
 
     def __init__(self, vocabulary_size: int, window: int | None = 3, recent: int = 5):
@@ -135,30 +152,33 @@ class ItemCooccurrence:
         self.vocabulary_size = vocabulary_size
         self.window = window
         self.recent = recent
-        self.counts = np.zeros((vocabulary_size, vocabulary_size), np.float32)
+        self.counts = scipy.sparse.csr_matrix((vocabulary_size, vocabulary_size), dtype=np.float32)
         self.popularity = MostPopular(vocabulary_size)
 
     def fit(self, sequences: Iterable[np.ndarray]) -> ItemCooccurrence:
         """`sequences`: item index arrays, oldest first."""
         sequences = [np.asarray(s, np.int64) for s in sequences]
         size = self.vocabulary_size
+        items = np.concatenate(sequences or [np.zeros(0, np.int64)])
+        owners = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
         if self.window is None:
-            rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
-            items = np.concatenate(sequences or [np.zeros(0, np.int64)])
-            users = scipy.sparse.csr_matrix((np.ones(len(items), np.float32), (rows, items)),
+            users = scipy.sparse.csr_matrix((np.ones(len(items), np.float32), (owners, items)),
                                             shape=(len(sequences), size))
             users.data[:] = 1.0
-            counts = (users.T @ users).toarray()
-            np.fill_diagonal(counts, 0.0)
+            counts = (users.T @ users).tocsr()
+            counts.setdiag(0.0)
         else:
-            counts = np.zeros((size, size), np.float32)
-            for sequence in sequences:
-                for offset in range(1, min(self.window, len(sequence) - 1) + 1):
-                    np.add.at(counts, (sequence[:-offset], sequence[offset:]), 1.0)
-                    np.add.at(counts, (sequence[offset:], sequence[:-offset]), 1.0)
-        counts[:FIRST_ITEM] = 0.0
-        counts[:, :FIRST_ITEM] = 0.0
-        self.counts = counts.astype(np.float32)
+            pairs = []
+            for offset in range(1, self.window + 1):
+                same = owners[:-offset] == owners[offset:]
+                first, second = items[:-offset][same], items[offset:][same]
+                pairs += [(first, second), (second, first)]
+            rows = np.concatenate([p[0] for p in pairs] or [np.zeros(0, np.int64)])
+            columns = np.concatenate([p[1] for p in pairs] or [np.zeros(0, np.int64)])
+            counts = scipy.sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, columns)), shape=(size, size))
+        keep = scipy.sparse.diags((np.arange(size) >= FIRST_ITEM).astype(np.float32))
+        self.counts = (keep @ counts @ keep).tocsr().astype(np.float32)
+        self.counts.eliminate_zeros()
         self.popularity.fit(sequences)
         return self
 
@@ -169,5 +189,5 @@ class ItemCooccurrence:
         scores = np.broadcast_to(popularity / (popularity.max() + 1.0), (len(history), self.vocabulary_size)).copy()
         for column in range(1, min(self.recent, history.shape[1]) + 1):
             items = history[:, -column]
-            scores += self.counts[items] * (items >= FIRST_ITEM)[:, None]
+            scores += self.counts[np.where(items >= FIRST_ITEM, items, 0)].toarray()
         return scores

@@ -10,6 +10,7 @@ from keras import ops
 
 from suite.backbone import BackboneConfig, TransformerBackbone, as_backbone_config
 from suite.core.model import DomainModel
+from suite.recommendation import losses
 
 FIRST_ITEM = 2
 
@@ -22,16 +23,19 @@ class SASRec(DomainModel, keras.Model):
     Output: states `(batch, seq_len, d_model)`; the state at position t scores the item at
     t + 1 by its dot product with that item's embedding (`item_scores`).
 
-    Training targets `y` are the next items `(batch, seq_len)` (0 at padding): full softmax
-    cross-entropy over the vocabulary, or, when `y` is `(next_items, negative_items)` with
-    negatives `(batch, seq_len, num_negatives)`, binary cross-entropy of the next item
-    against the negatives (the SASRec paper's loss).
+    Training targets `y` are the next items `(batch, seq_len)` (0 at padding) for
+    `item_loss="softmax"`, else `{"next_items", "negatives" (n,)}` plus, for `"sampled_softmax"`,
+    `"next_probability"` and `"negative_probability"` (see `suite.recommendation.losses`).
+    `gbce_calibration` is gSASRec's t.
     """
 
-    config_arguments = ("vocabulary_size",)
+    config_arguments = ("vocabulary_size", "item_loss", "gbce_calibration")
 
-    def __init__(self, vocabulary_size: int, backbone: BackboneConfig | dict, **kwargs):
+    def __init__(self, vocabulary_size: int, backbone: BackboneConfig | dict, item_loss: str = "softmax",
+                 gbce_calibration: float = 0.75, **kwargs):
         config = as_backbone_config(backbone)
+        if item_loss not in losses.LOSSES[1:]:
+            raise ValueError(f"item_loss must be one of {losses.LOSSES[1:]}, got {item_loss!r}.")
         if not config.causal or config.position != "learned":
             raise ValueError(f"SASRec needs backbone.causal=True and position='learned'; got causal={config.causal}, "
                              f"position={config.position!r}.")
@@ -44,28 +48,34 @@ class SASRec(DomainModel, keras.Model):
         states = stack({"embeddings": embeddings, "padding_mask": ops.not_equal(item_ids, 0)})
         super().__init__(inputs={"item_ids": item_ids}, outputs=states, **kwargs)
         self.vocabulary_size = vocabulary_size
+        self.item_loss = item_loss
+        self.gbce_calibration = float(gbce_calibration)
         self.backbone_config = config
         self.item_embedding = item_embedding
 
+    def user_states(self, item_ids) -> tf.Tensor:
+        """The last state `(batch, d_model)` of each sequence `(batch, seq_len)`: the query whose dot
+        product with an item's embedding scores it."""
+        return ops.cast(self({"item_ids": item_ids}, training=False)[:, -1], "float32")
+
     def item_scores(self, item_ids) -> tf.Tensor:
         """Scores `(batch, vocabulary_size)` of the item following each sequence `(batch, seq_len)`."""
-        states = self({"item_ids": item_ids}, training=False)[:, -1]
         table = ops.cast(self.item_embedding.embeddings, "float32")
-        return ops.matmul(ops.cast(states, "float32"), ops.transpose(table))
+        return ops.matmul(self.user_states(item_ids), ops.transpose(table))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        targets, negatives = y if isinstance(y, (tuple, list)) else (y, None)
+        next_items = y["next_items"] if isinstance(y, dict) else y
         states = ops.cast(y_pred, "float32")
         table = ops.cast(self.item_embedding.embeddings, "float32")
-        weights = ops.cast(ops.not_equal(targets, 0), "float32")
-        if negatives is None:
-            logits = ops.einsum("bld,vd->blv", states, table)
-            logits = ops.where(ops.arange(self.vocabulary_size) == 0, -1e9, logits)
-            per_position = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+        if self.item_loss == "softmax":
+            per_position = losses.full_softmax(states, table, next_items)
+        elif self.item_loss == "sampled_softmax":
+            per_position = losses.sampled_softmax(states, table, next_items, y["negatives"], y["next_probability"],
+                                                  y["negative_probability"])
         else:
-            positive = ops.sum(states * ops.take(table, targets, axis=0), axis=-1)
-            negative = ops.einsum("bld,blnd->bln", states, ops.take(table, negatives, axis=0))
-            per_position = ops.softplus(-positive) + ops.sum(ops.softplus(negative), axis=-1)
+            beta = losses.gbce_beta(y["negatives"].shape[0], self.vocabulary_size - FIRST_ITEM, self.gbce_calibration)
+            per_position = losses.gbce(states, table, next_items, y["negatives"], beta)
+        weights = ops.cast(ops.not_equal(next_items, 0), "float32")
         loss = ops.sum(per_position * weights) / ops.maximum(ops.sum(weights), 1.0)
         return loss + ops.sum(self.losses) if self.losses else loss
 

@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from suite.recommendation.data import OOV_INDEX, OOV_TOKEN, PAD_INDEX, PAD_TOKEN, user_sequences
 
+EXACT_SAMPLING_ITEMS = 100_000
+
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationData:
@@ -34,10 +36,11 @@ class RecommendationPreprocessor:
 
     Index 0 is padding (""), 1 the out-of-vocabulary bucket ("[OOV]"), then the items by
     decreasing training frequency (ties by ID). Sequences keep their `max_length` most recent
-    items and are left-padded.
+    items and are left-padded. `counts`, when known, are the items' training events (0 for padding
+    and OOV): the sampled softmax's log-Q correction needs them.
     """
 
-    def __init__(self, vocabulary: Sequence[str], max_length: int = 50):
+    def __init__(self, vocabulary: Sequence[str], max_length: int = 50, counts: Sequence[int] | None = None):
         vocabulary = [str(item) for item in vocabulary]
         if vocabulary[:2] != [PAD_TOKEN, OOV_TOKEN] or len(vocabulary) < 3:
             raise ValueError(f"vocabulary must start with {[PAD_TOKEN, OOV_TOKEN]} and hold at least one item; "
@@ -46,8 +49,11 @@ class RecommendationPreprocessor:
             raise ValueError("vocabulary entries must be unique (and items cannot be '' or '[OOV]').")
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}.")
+        if counts is not None and len(counts) != len(vocabulary):
+            raise ValueError(f"counts must hold one count per vocabulary entry ({len(vocabulary)}), got {len(counts)}.")
         self.vocabulary = vocabulary
         self.max_length = int(max_length)
+        self.counts = None if counts is None else [int(count) for count in counts]
         self._table: tf.lookup.StaticHashTable | None = None
 
     @classmethod
@@ -62,7 +68,8 @@ class RecommendationPreprocessor:
         ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:max_items]
         if not ranked:
             raise ValueError(f"no item occurs at least min_item_count={min_item_count} times in train.")
-        return cls([PAD_TOKEN, OOV_TOKEN, *(item for item, _ in ranked)], max_length)
+        return cls([PAD_TOKEN, OOV_TOKEN, *(item for item, _ in ranked)], max_length,
+                   [0, 0, *(int(count) for _, count in ranked)])
 
     @property
     def vocabulary_size(self) -> int:
@@ -70,7 +77,7 @@ class RecommendationPreprocessor:
         return len(self.vocabulary)
 
     def get_config(self) -> dict:
-        return {"vocabulary": list(self.vocabulary), "max_length": self.max_length}
+        return {"vocabulary": list(self.vocabulary), "max_length": self.max_length, "counts": self.counts}
 
     @classmethod
     def from_config(cls, config: dict) -> RecommendationPreprocessor:
@@ -107,17 +114,27 @@ class RecommendationPreprocessor:
         """Indices (any shape) -> item ID strings; 0 gives "" and 1 "[OOV]"."""
         return tf.gather(tf.constant(self.vocabulary), indices)
 
-    def tf_negatives(self, targets: tf.Tensor, num_negatives: int, seed: tf.Tensor) -> tf.Tensor:
-        """`(..., num_negatives)` int32 items drawn uniformly among those unequal to each target
-        (never 0 or 1); 0 where the target is padding. `seed` is a stateless seed, shape (2,)."""
-        if self.vocabulary_size < 4:
-            raise ValueError(f"negative sampling needs at least 2 items; the vocabulary has "
-                             f"{self.vocabulary_size - 2}.")
-        targets = tf.cast(targets, tf.int32)[..., None]
-        shape = tf.concat([tf.shape(targets)[:-1], [num_negatives]], axis=0)
-        draws = tf.random.stateless_uniform(shape, seed, minval=2, maxval=self.vocabulary_size - 1, dtype=tf.int32)
-        draws += tf.cast((draws >= targets) & (targets >= 2), tf.int32)
-        return tf.where(targets == PAD_INDEX, PAD_INDEX, draws)
+    def tf_negatives(self, next_items: tf.Tensor, in_batch: int, uniform: int, seed: tf.Tensor) -> tf.Tensor:
+        """`(in_batch + uniform,)` int32 negatives for a batch: `in_batch` of its `next_items`
+        drawn without replacement (0 when it has fewer), then `uniform` items drawn uniformly with
+        replacement (never padding or OOV). `seed` is a stateless seed, shape (2,)."""
+        batch_seed, uniform_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        flat = tf.concat([tf.reshape(next_items, [-1]), tf.zeros([in_batch], tf.int32)], 0)
+        keys = tf.random.stateless_uniform(tf.shape(flat), batch_seed)
+        _, chosen = tf.math.top_k(tf.where(flat != PAD_INDEX, keys, -1.0), in_batch)
+        drawn = tf.random.stateless_uniform([uniform], uniform_seed, minval=2, maxval=self.vocabulary_size,
+                                            dtype=tf.int32)
+        return tf.concat([tf.gather(flat, chosen), drawn], 0)
+
+    def sampling_probability(self, items: tf.Tensor, in_batch: int, uniform: int) -> tf.Tensor:
+        """The probability that one of `tf_negatives`' draws is each item (same shape as `items`):
+        `in_batch` draws by training frequency (`counts`), `uniform` uniform ones."""
+        if self.counts is None:
+            raise ValueError("the sampled softmax needs item counts: this preprocessor has none (fit it on "
+                             "training events with RecommendationPreprocessor.fit).")
+        frequency = tf.constant(self.counts, tf.float32) / float(max(sum(self.counts), 1))
+        expected = in_batch * tf.gather(frequency, items) + uniform / (self.vocabulary_size - 2)
+        return expected / max(in_batch + uniform, 1)
 
     def encode(self, sequences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Each whole sequence of item IDs as an int32 index array."""
@@ -131,40 +148,45 @@ class RecommendationPreprocessor:
         return self.tf_encode_histories(_left_pad(histories, self.max_length)).numpy()
 
     def dataset(self, interactions: pd.DataFrame, batch_size: int = 128, shuffle: bool = False,
-                training: bool = False, seed: int = 0, num_negatives: int = 0) -> tf.data.Dataset:
+                training: bool = False, seed: int = 0, negatives: int = 0, in_batch: int = 0,
+                probabilities: bool = False) -> tf.data.Dataset:
         """Next-item pairs from each user's sequence in `interactions` (its `max_length + 1`
         most recent items; users with one event are skipped), as `(inputs, targets)`:
 
         - `inputs["item_ids"]`: `(batch, max_length)` int32, left-padded with 0;
-        - `inputs["negative_ids"]` when `num_negatives > 0`: `(batch, max_length, num_negatives)`
-          int32, uniform over the items other than the target, 0 at padded positions; redrawn
-          every epoch when `training`, fixed by `seed` otherwise;
-        - `targets`: `(batch, max_length)` int32, the next item at every non-padded position, else 0.
+        - `targets`: `(batch, max_length)` int32, the next item at every non-padded position, else 0;
+          with `negatives` or `in_batch` a dict of those `"next_items"` and `"negatives"`
+          `(in_batch + negatives,)` shared by the batch (`tf_negatives`; redrawn every epoch when
+          `training`, fixed by `seed` otherwise), with `probabilities` also their
+          `sampling_probability`: `"next_probability"` and `"negative_probability"`.
         With `training`, the last partial batch is dropped (one static shape for XLA) unless
         there is only one batch.
         """
         sequences = [s for s in user_sequences(interactions) if len(s) >= 2]
         if not sequences:
             raise ValueError("no user in interactions has the 2 events a training pair needs.")
-        return self._pairs(sequences, batch_size, shuffle, training, seed, num_negatives, last_only=False)
+        return self._pairs(sequences, batch_size, shuffle, training, seed, (in_batch, negatives, probabilities),
+                           last_only=False)
 
     def heldout_dataset(self, examples: pd.DataFrame, batch_size: int = 128, seed: int = 0,
-                        num_negatives: int = 0) -> tf.data.Dataset:
+                        negatives: int = 0, in_batch: int = 0, probabilities: bool = False) -> tf.data.Dataset:
         """The loss data of held-out items: `examples` (`user_id`, `history`, `target`, as in
         `LeaveOneOutSplit`) as `dataset`'s `(inputs, targets)`, inputs the history (its
-        `max_length` most recent items, left-padded) and targets 0 everywhere but the last
+        `max_length` most recent items, left-padded) and next items 0 everywhere but the last
         position, which holds the held-out `target`; negatives fixed by `seed`."""
         sequences = [[*history, target] for history, target in zip(examples["history"], examples["target"])]
         if not sequences or min(len(s) for s in sequences) < 2:
             raise ValueError("every example needs a non-empty history.")
-        return self._pairs(sequences, batch_size, False, False, seed, num_negatives, last_only=True)
+        return self._pairs(sequences, batch_size, False, False, seed, (in_batch, negatives, probabilities),
+                           last_only=True)
 
     def _pairs(self, sequences: list, batch_size: int, shuffle: bool, training: bool, seed: int,
-               num_negatives: int, last_only: bool) -> tf.data.Dataset:
-        """`dataset`'s pipeline over item ID sequences (each of at least 2 items); with
-        `last_only`, targets only at the last position."""
-        if num_negatives < 0:
-            raise ValueError(f"num_negatives must be >= 0, got {num_negatives}.")
+               sampling: tuple[int, int, bool], last_only: bool) -> tf.data.Dataset:
+        """`dataset`'s pipeline over item ID sequences (each of at least 2 items); `sampling` is
+        `(in_batch, negatives, probabilities)`; with `last_only`, targets only at the last position."""
+        in_batch, negatives, probabilities = sampling
+        if negatives < 0 or in_batch < 0:
+            raise ValueError(f"negatives and in_batch must be >= 0, got {negatives} and {in_batch}.")
         windows = _left_pad(sequences, self.max_length + 1)
         data = tf.data.Dataset.from_tensor_slices(windows)
         if shuffle:
@@ -179,9 +201,13 @@ class RecommendationPreprocessor:
             targets = tf.where(inputs["item_ids"] == PAD_INDEX, PAD_INDEX, indices[:, 1:])
             if last_only:
                 targets = tf.where(is_last, targets, PAD_INDEX)
-            if num_negatives:
-                inputs["negative_ids"] = self.tf_negatives(targets, num_negatives, batch_seed)
-            return inputs, targets
+            if not (negatives or in_batch):
+                return inputs, targets
+            sampled = {"next_items": targets, "negatives": self.tf_negatives(targets, in_batch, negatives, batch_seed)}
+            if probabilities:
+                sampled["next_probability"] = self.sampling_probability(targets, in_batch, negatives)
+                sampled["negative_probability"] = self.sampling_probability(sampled["negatives"], in_batch, negatives)
+            return inputs, sampled
 
         return tf.data.Dataset.zip(data, seeds).map(pairs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
@@ -208,14 +234,23 @@ class RecommendationPreprocessor:
                               targets, seen, negatives)
 
     def _sample_unseen(self, rng: np.random.Generator, count: int, interacted, user) -> np.ndarray:
-        allowed = np.ones(self.vocabulary_size, bool)
-        allowed[[PAD_INDEX, OOV_INDEX]] = False
-        allowed[interacted] = False
-        pool = np.flatnonzero(allowed)
-        if len(pool) < count:
-            raise ValueError(f"user {user!r} has only {len(pool)} items never interacted with; "
+        """`count` distinct items not in `interacted`: drawn from the explicit pool of allowed items
+        up to `EXACT_SAMPLING_ITEMS` items (or when few are left), by rejection above, where
+        building that pool for every user would cost O(users * items)."""
+        interacted = np.unique(np.asarray(interacted, np.int64))
+        interacted = interacted[interacted >= 2]
+        available = self.vocabulary_size - 2 - len(interacted)
+        if available < count:
+            raise ValueError(f"user {user!r} has only {available} items never interacted with; "
                              f"num_negatives={count} needs that many.")
-        return rng.choice(pool, count, replace=False).astype(np.int32)
+        if self.vocabulary_size <= EXACT_SAMPLING_ITEMS or available < 4 * count:
+            pool = np.setdiff1d(np.arange(2, self.vocabulary_size), interacted)
+            return rng.choice(pool, count, replace=False).astype(np.int32)
+        chosen = np.zeros(0, np.int64)
+        while len(chosen) < count:
+            draws = rng.integers(2, self.vocabulary_size, 2 * count)
+            chosen = pd.unique(np.concatenate([chosen, draws[~np.isin(draws, interacted)]]))[:count]
+        return chosen.astype(np.int32)
 
 
 def _left_pad(sequences: Sequence[Sequence[str]], length: int) -> np.ndarray:

@@ -27,10 +27,11 @@ from suite.recommendation.data import (
     user_sequences,
 )
 from suite.recommendation.preprocessor import RecommendationPreprocessor
-from suite.recommendation.metrics import ItemCooccurrence, MostPopular, evaluate_scores
+from suite.recommendation.metrics import ItemCooccurrence, MostPopular, evaluate_scores, scoring_rows
+from suite.recommendation.index import ApproximateIndex
+from suite.recommendation.losses import LOSSES, resolve_loss
 from suite.recommendation.model import SASRec, top_items
 
-LOSSES = ("softmax", "sampled")
 NEGATIVE_K = "input `k` must be >= 0 (larger values are clipped to the catalogue), got"
 K_ROWS = "input `k` must hold one value per row of `history` (k: (batch,), history: (batch, n)); got shapes"
 
@@ -44,8 +45,13 @@ def _default_backbone() -> BackboneConfig:
 class RecommendationConfig:
     """`max_length`: most recent items the model reads. `window_stride` (at most
     `max_length`): longer training sequences also yield windows ending every `window_stride`
-    items earlier (0: only the most recent). `loss`: `softmax` over all items or `sampled`
-    (binary cross-entropy against `num_negatives` uniform negatives per position).
+    items earlier (0: only the most recent). `loss` (see `suite.recommendation.losses`):
+    `softmax` over all items, whose cost per step grows with the catalogue; `sampled_softmax`
+    against `in_batch_negatives` of the batch's next items and `num_negatives` uniform items, with
+    log-Q correction;
+    `gbce`, gSASRec's calibrated binary cross-entropy against `num_negatives` uniform items
+    (`gbce_calibration` is its t; 0 gives SASRec's plain binary cross-entropy); `auto` (the
+    default): `softmax` up to 10,000 items, `sampled_softmax` above.
     `exclude_seen`: the export and evaluation's full ranking drop the history's items.
     `eval_negatives`: negatives per user of the sampled evaluation protocol. Training monitors
     the loss on each user's second-to-last item (`HeldOut`), which picks the best
@@ -56,8 +62,10 @@ class RecommendationConfig:
     max_length: int = 50
     window_stride: int = 50
     min_item_count: int = 1
-    loss: str = "softmax"
-    num_negatives: int = 1
+    loss: str = "auto"
+    num_negatives: int = 256
+    in_batch_negatives: int = 256
+    gbce_calibration: float = 0.75
     exclude_seen: bool = True
     eval_negatives: int = 100
     backbone: BackboneConfig = dataclasses.field(default_factory=_default_backbone)
@@ -69,9 +77,16 @@ class RecommendationConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}.")
-        if self.max_length < 1 or self.num_negatives < 1 or self.eval_negatives < 0:
-            raise ValueError(f"need max_length >= 1, num_negatives >= 1, eval_negatives >= 0; got "
-                             f"{self.max_length}, {self.num_negatives}, {self.eval_negatives}.")
+        if min(self.max_length - 1, self.num_negatives, self.in_batch_negatives, self.eval_negatives) < 0:
+            raise ValueError(f"need max_length >= 1 and num_negatives, in_batch_negatives, eval_negatives >= 0; "
+                             f"got {self.max_length}, {self.num_negatives}, {self.in_batch_negatives}, "
+                             f"{self.eval_negatives}.")
+        if self.loss == "gbce" and self.num_negatives < 1:
+            raise ValueError("loss 'gbce' needs num_negatives >= 1, got 0.")
+        if self.loss == "sampled_softmax" and self.num_negatives + self.in_batch_negatives < 1:
+            raise ValueError("loss 'sampled_softmax' needs num_negatives + in_batch_negatives >= 1, got 0.")
+        if not 0.0 <= self.gbce_calibration <= 1.0:
+            raise ValueError(f"gbce_calibration must be in [0, 1], got {self.gbce_calibration}.")
         if not 0 <= self.window_stride <= self.max_length:
             raise ValueError(f"window_stride must be in [0, max_length={self.max_length}] (0: no windows), "
                              f"got {self.window_stride}.")
@@ -94,6 +109,7 @@ class Recommender(Task):
     config_class = RecommendationConfig
     preprocessor_class = RecommendationPreprocessor
     optimizer_options = {"beta_2": 0.98}
+    index: ApproximateIndex | None = None
 
     @classmethod
     def read(cls, data, config):
@@ -118,25 +134,23 @@ class Recommender(Task):
 
     @classmethod
     def build_model(cls, preprocessor, config) -> keras.Model:
-        return SASRec(preprocessor.vocabulary_size, config.backbone, name="sasrec")
+        loss = resolve_loss(config.loss, preprocessor.vocabulary_size - 2)
+        return SASRec(preprocessor.vocabulary_size, config.backbone, item_loss=loss,
+                      gbce_calibration=config.gbce_calibration, name="sasrec")
 
     def dataset(self, data, training: bool = False) -> tf.data.Dataset:
-        """`({"item_ids": (batch, max_length)}, next_items)`, with sampled loss
-        `(next_items, negatives (batch, max_length, num_negatives))`. For `HeldOut` data the next
-        items are 0 but at the last position: the held-out item."""
-        config = self.config
-        sampled = config.loss == "sampled"
+        """`({"item_ids": (batch, max_length)}, targets)` as `RecommendationPreprocessor.dataset`
+        makes them for the model's `item_loss`. For `HeldOut` data the next items are 0 but at the
+        last position: the held-out item."""
+        config, loss = self.config, self.model.item_loss
         options = {"batch_size": config.training.batch_size, "seed": config.training.seed,
-                   "num_negatives": config.num_negatives if sampled else 0}
+                   "negatives": 0 if loss == "softmax" else config.num_negatives,
+                   "in_batch": config.in_batch_negatives if loss == "sampled_softmax" else 0,
+                   "probabilities": loss == "sampled_softmax"}
         if isinstance(data, HeldOut):
-            dataset = self.preprocessor.heldout_dataset(data.examples, **options)
-        else:
-            interactions = data.windows if isinstance(data, TrainingSequences) else data
-            dataset = self.preprocessor.dataset(interactions, shuffle=training, training=training, **options)
-        if sampled:
-            return dataset.map(lambda inputs, targets: ({"item_ids": inputs["item_ids"]},
-                                                       (targets, inputs["negative_ids"])))
-        return dataset
+            return self.preprocessor.heldout_dataset(data.examples, **options)
+        interactions = data.windows if isinstance(data, TrainingSequences) else data
+        return self.preprocessor.dataset(interactions, shuffle=training, training=training, **options)
 
     def compile(self, total_steps: int) -> None:
         self.model.compile(optimizer=self.optimizer(total_steps), jit_compile=True)
@@ -152,7 +166,8 @@ class Recommender(Task):
     def metrics(self, data: HeldOut) -> dict:
         """Ranking metrics of the held-out events: `{"users": n, "model" | "most_popular" |
         "cooccurrence": {"full": {"HR@10", "NDCG@10", "MRR"}, "sampled": {...}}}`; the baselines are
-        fitted on the events before."""
+        fitted on the events before. Users are scored in batches (`scoring_rows`): memory stays
+        bounded whatever the catalogue size."""
         preprocessor, config = self.preprocessor, self.config
         examples = data.examples
         evaluation = preprocessor.evaluation_data(examples, config.eval_negatives, config.training.seed,
@@ -160,11 +175,12 @@ class Recommender(Task):
         seen = evaluation.seen if config.exclude_seen else None
         negatives = evaluation.negatives if config.eval_negatives else None
         sequences = preprocessor.encode(list(user_sequences(data.split.train)))
+        options = {"seen": seen, "negatives": negatives, "rows": scoring_rows(preprocessor.vocabulary_size)}
         results: dict = {"users": len(examples)}
-        results["model"] = evaluate_scores(self.item_scores(evaluation.history), evaluation.targets, seen, negatives)
+        results["model"] = evaluate_scores(self.item_scores, evaluation.history, evaluation.targets, **options)
         for name, baseline in (("most_popular", MostPopular), ("cooccurrence", ItemCooccurrence)):
             fitted = baseline(preprocessor.vocabulary_size).fit(sequences)
-            results[name] = evaluate_scores(fitted.score(evaluation.history), evaluation.targets, seen, negatives)
+            results[name] = evaluate_scores(fitted.score, evaluation.history, evaluation.targets, **options)
         return results
 
     # Inference ---------------------------------------------------------------------------
@@ -172,6 +188,10 @@ class Recommender(Task):
     @functools.cached_property
     def _score_fn(self):
         return tf.function(self.model.item_scores, jit_compile=True)
+
+    @functools.cached_property
+    def _state_fn(self):
+        return tf.function(self.model.user_states, jit_compile=True)
 
     @functools.cached_property
     def _top_fn(self):
@@ -186,7 +206,14 @@ class Recommender(Task):
             return np.zeros((0, self.preprocessor.vocabulary_size), np.float32)
         return run_in_batches(self._score_fn, history)["output"]
 
-    def recommend(self, user_histories, k: int = 10, exclude_seen: bool = True) -> dict:
+    def build_index(self, **options) -> ApproximateIndex:
+        """An approximate index (`ApproximateIndex`, faiss HNSW; `options` are its arguments) over
+        the current item embeddings, which `recommend(approximate=True)` searches. Build it again
+        after further training."""
+        self.index = ApproximateIndex(keras.ops.convert_to_numpy(self.model.item_embedding.embeddings), **options)
+        return self.index
+
+    def recommend(self, user_histories, k: int = 10, exclude_seen: bool = True, approximate: bool = False) -> dict:
         """Top-k next items for each history (original item IDs, oldest first; unknown IDs
         count as OOV). `user_histories`: a list of histories, a mapping user -> history, or an
         interactions DataFrame (`user_id`, `item_id`, `timestamp`).
@@ -194,7 +221,8 @@ class Recommender(Task):
         Returns `{"item_ids": (n, k) str, "scores": (n, k) float32}` best first, and `"users"`
         for a mapping or DataFrame. `k` (>= 0) is capped at the number of items; where a history
         leaves fewer than `k` items to recommend (`exclude_seen`), the slots past them hold item
-        ID "" and score 0.
+        ID "" and score 0. `approximate` searches the index of `build_index` instead of scoring
+        every item: faster on large catalogues, and it may miss some of the exact top k.
         """
         users, histories = _histories(user_histories)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
@@ -204,17 +232,35 @@ class Recommender(Task):
         k = int(min(k, self.preprocessor.vocabulary_size - 2))
         model_inputs = self.preprocessor.encode_histories(histories)
         seen = _pad_right(self.preprocessor.encode(histories))
-        scores, indices = [], []
-        for (batch, size), (seen_batch, _) in zip(padded_batches(model_inputs), padded_batches(seen)):
-            values, top = self._top_fn(batch, seen_batch, k, bool(exclude_seen))
-            scores.append(values.numpy()[:size])
-            indices.append(top.numpy()[:size])
-        indices = np.concatenate(indices) if indices else np.zeros((0, k), np.int32)
+        top = self._approximate_top if approximate else self._exact_top
+        scores, indices = top(model_inputs, seen, k, bool(exclude_seen))
         result = {"item_ids": np.asarray(self.preprocessor.vocabulary, dtype=object)[indices].astype(str),
-                  "scores": np.concatenate(scores) if scores else np.zeros((0, k), np.float32)}
+                  "scores": scores}
         if users is not None:
             result["users"] = np.asarray(users, dtype=str)
         return result
+
+    def _exact_top(self, model_inputs, seen, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+        scores, indices = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int32)]
+        for (batch, size), (seen_batch, _) in zip(padded_batches(model_inputs), padded_batches(seen)):
+            values, top = self._top_fn(batch, seen_batch, k, exclude_seen)
+            scores.append(values.numpy()[:size])
+            indices.append(top.numpy()[:size])
+        return np.concatenate(scores), np.concatenate(indices)
+
+    def _approximate_top(self, model_inputs, seen, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            raise ValueError("recommend(approximate=True) needs an index: call build_index() first.")
+        if not len(model_inputs):
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int32)
+        states = run_in_batches(self._state_fn, model_inputs)["output"]
+        scores, found = self.index.search(states, k + (seen.shape[1] if exclude_seen else 0))
+        if exclude_seen:
+            for row in range(len(found)):
+                found[row, np.isin(found[row], seen[row])] = -1
+        order = np.argsort(found < 0, axis=1, kind="stable")[:, :k]
+        found, scores = np.take_along_axis(found, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return np.where(found >= 0, scores, 0.0).astype(np.float32), np.maximum(found, 0)
 
     def predict(self, inputs):
         return self.recommend(inputs)
