@@ -20,6 +20,7 @@ from suite.recommendation.metrics import (
     sampled_ranks,
 )
 from suite.recommendation.preprocessor import RecommendationPreprocessor
+from suite.recommendation.synthetic import synthetic_interactions
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ML_100K = REPO_ROOT.parent / "shared" / "datasets" / "ml-100k" / "u.data"
@@ -321,3 +322,17 @@ def test_read_movielens_100k():
     assert df.attrs["report"]["duplicates_dropped"] == 0
     split = leave_one_out(df)
     assert len(split.test) == 943 and len(split.train) == 100_000 - 2 * 943
+
+
+def test_synthetic_catalogue_is_covered_and_sequential():
+    interactions = synthetic_interactions(300, 1000, mean_length=10, follow=0.5, seed=1)
+    assert interactions.equals(synthetic_interactions(300, 1000, mean_length=10, follow=0.5, seed=1))
+    assert interactions["user_id"].nunique() == 300 and interactions.groupby("user_id").size().min() >= 5
+    assert leave_one_out(interactions).train["item_id"].nunique() == 1000  # every item can be learnt
+    counts = interactions["item_id"].value_counts()
+    assert counts.iloc[0] > 10 * counts.median()  # power-law popularity
+    sequences = user_sequences(interactions)
+    pairs = pd.Series([(a, b) for s in sequences for a, b in zip(s[:-1], s[1:])])
+    assert pairs.duplicated().mean() > 0.1  # items are followed by the same successor
+    with pytest.raises(ValueError, match="mean_length > 5"):
+        synthetic_interactions(10, 100, mean_length=5)

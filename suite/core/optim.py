@@ -1,4 +1,4 @@
-"""What every domain trains with: `TrainingConfig`, the warm-up schedules and AdamW."""
+"""What every domain trains with: `TrainingConfig`, the warm-up schedules and AdamW (and its lazy form)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import keras
+import tensorflow as tf
 
 from suite.distribute import STRATEGIES
 
@@ -18,6 +19,8 @@ class TrainingConfig:
 
     The learning rate rises linearly over `warmup_fraction` of the steps, then decays to zero along
     a cosine (`decay: cosine`) or a line (`decay: linear`, BERT's fine-tuning schedule).
+    `max_seconds` stops a run after that much training time (checked after every step; the
+    stopped epoch is still validated, and a resumed run has the time again).
     """
 
     epochs: int = 10
@@ -30,11 +33,14 @@ class TrainingConfig:
     checkpoint_steps: int = 200
     strategy: str = "default"
     decay: str = "cosine"
+    max_seconds: float | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "checkpoint_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0 (or null), got {self.max_seconds}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -75,9 +81,60 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
-def adamw(training: TrainingConfig, learning_rate, no_decay: Sequence[str], **options) -> keras.optimizers.AdamW:
-    """AdamW at `learning_rate` (a number or schedule) with `training.weight_decay`, except on variables
-    whose names contain one of `no_decay` (norms, biases, embeddings); `options` go to `AdamW`."""
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=training.weight_decay, **options)
+@keras.saving.register_keras_serializable(package="suite")
+class LazyAdamW(keras.optimizers.AdamW):
+    """AdamW whose update of a variable with a sparse gradient (`tf.IndexedSlices`: the rows of an
+    embedding table that a step gathered) touches only those rows' moments and values, as TF
+    Addons' LazyAdam did; the other rows keep theirs. A step then costs O(rows gathered), not
+    O(table rows), which matters for tables of 10^5 to 10^7 rows. Dense gradients get AdamW's update."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.amsgrad:
+            raise ValueError("LazyAdamW does not support amsgrad.")
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        rows, summed, real = _summed_rows(gradient)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        alpha = (tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.cast(self.beta_2, dtype) ** step)
+                 / (1 - tf.cast(self.beta_1, dtype) ** step))
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        m_rows, v_rows = keras.ops.take(m, rows, axis=0), keras.ops.take(v, rows, axis=0)
+        summed = tf.cast(summed, dtype)
+        new_m = m_rows + (summed - m_rows) * (1 - self.beta_1)
+        new_v = v_rows + (tf.square(summed) - v_rows) * (1 - self.beta_2)
+        real = tf.cast(real, dtype)[:, None]
+        shape = tf.constant(list(variable.shape), rows.dtype)
+        self.assign_add(m, tf.IndexedSlices((new_m - m_rows) * real, rows, shape))
+        self.assign_add(v, tf.IndexedSlices((new_v - v_rows) * real, rows, shape))
+        self.assign_sub(variable, tf.IndexedSlices(alpha * new_m / (tf.sqrt(new_v) + self.epsilon) * real, rows, shape))
+
+
+def _summed_rows(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """A sparse gradient `(k, ...)` with repeated rows as `(rows (k,), values (k, ...), real (k,))`:
+    each row once with its values summed, then padding slots (`real` False, row 0, values 0).
+    Static shapes (no `tf.unique`), so it compiles with XLA."""
+    indices = tf.cast(gradient.indices, tf.int32)
+    order = tf.argsort(indices)
+    indices, values = tf.gather(indices, order), tf.gather(gradient.values, order)
+    first = tf.concat([[True], indices[1:] != indices[:-1]], 0)
+    segments = tf.cumsum(tf.cast(first, tf.int32)) - 1
+    count = tf.shape(indices)[0]
+    real = tf.range(count) <= segments[-1]
+    rows = tf.where(real, tf.math.unsorted_segment_max(indices, segments, count), 0)
+    return rows, tf.math.unsorted_segment_sum(values, segments, count), real
+
+
+def adamw(training: TrainingConfig, learning_rate, no_decay: Sequence[str], lazy: bool = False,
+          **options) -> keras.optimizers.AdamW:
+    """AdamW (`LazyAdamW` when `lazy`) at `learning_rate` (a number or schedule) with
+    `training.weight_decay`, except on variables whose names contain one of `no_decay` (norms,
+    biases, embeddings); `options` go to `AdamW`."""
+    optimizer_class = LazyAdamW if lazy else keras.optimizers.AdamW
+    optimizer = optimizer_class(learning_rate=learning_rate, weight_decay=training.weight_decay, **options)
     optimizer.exclude_from_weight_decay(var_names=list(no_decay))
     return optimizer

@@ -35,6 +35,9 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
             progress = checkpoint.restore() or progress
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
     start = time.perf_counter()
+    deadline = None if training.max_seconds is None else start + training.max_seconds
+    if deadline is not None:
+        callbacks.append(_StopAt(deadline))
     while progress.epoch < training.epochs and not progress.stopped:
         epoch_callbacks = [*callbacks, _RunProgbar(training.epochs)] if verbose else list(callbacks)
         if checkpoint is not None:
@@ -53,7 +56,8 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
                 best_weights = task.model.get_weights()
             else:
                 checkpoint.save_best()
-        progress.stopped = bool(training.early_stopping_patience) and progress.wait >= training.early_stopping_patience
+        progress.stopped = ((bool(training.early_stopping_patience) and progress.wait >= training.early_stopping_patience)
+                            or (deadline is not None and time.perf_counter() >= deadline))
         if checkpoint is not None:
             checkpoint.save(progress)
     if progress.best_epoch is not None:
@@ -73,6 +77,18 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
     if output_dir is not None:
         write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
+
+
+class _StopAt(keras.callbacks.Callback):
+    """Stops `fit` after the first step that ends past `deadline` (a `time.perf_counter()` value)."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() >= self.deadline:
+            self.model.stop_training = True
 
 
 def _epoch_dataset(task, train_data, epoch: int) -> tf.data.Dataset:

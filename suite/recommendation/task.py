@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from suite.backbone import BackboneConfig
 from suite.core.inference import padded_batches, run_in_batches
-from suite.core.optim import TrainingConfig
+from suite.core.optim import TrainingConfig, adamw
 from suite.core.task import Task
 from suite.export import checked_input, require
 from suite.recommendation.data import (
@@ -151,6 +151,12 @@ class Recommender(Task):
             return self.preprocessor.heldout_dataset(data.examples, **options)
         interactions = data.windows if isinstance(data, TrainingSequences) else data
         return self.preprocessor.dataset(interactions, shuffle=training, training=training, **options)
+
+    def optimizer(self, total_steps: int) -> keras.optimizers.Optimizer:
+        """AdamW; with a sampled loss `LazyAdamW`, which updates only the item rows a step gathered,
+        so the step's cost does not grow with the catalogue."""
+        return adamw(self.config.training, self.learning_rate(total_steps), self.no_decay,
+                     lazy=self.model.item_loss != "softmax", **self.optimizer_options)
 
     def compile(self, total_steps: int) -> None:
         self.model.compile(optimizer=self.optimizer(total_steps), jit_compile=True)
