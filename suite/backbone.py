@@ -30,6 +30,10 @@ class BackboneConfig:
     `layer_norm_epsilon` is every LayerNorm's epsilon; `embedding_norm` adds a LayerNorm over
     the input embeddings (after positions, before dropout), as BERT and its family have.
     `inner_dropout`: dropout between the feed-forward's two layers (None: `dropout`; BERT has none).
+    `drop_path`: stochastic depth, in training only: each residual branch (attention, feed-forward)
+    of an example is dropped whole with a rate rising linearly over the blocks of a stack, from 0 at
+    the first to `drop_path` at the last (as DeiT and CCT; a one-block stack has none). It adds no
+    weights: 0 (the default) builds exactly the stack without it.
     """
 
     num_layers: int = 4
@@ -45,6 +49,7 @@ class BackboneConfig:
     layer_norm_epsilon: float = 1e-6
     embedding_norm: bool = False
     inner_dropout: float | None = None
+    drop_path: float = 0.0
 
     def __post_init__(self):
         for name in ("num_layers", "d_model", "num_heads", "ff_dim", "max_length"):
@@ -55,7 +60,7 @@ class BackboneConfig:
             raise ValueError(
                 f"BackboneConfig.d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})."
             )
-        for name in ("dropout", "inner_dropout"):
+        for name in ("dropout", "inner_dropout", "drop_path"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"BackboneConfig.{name} must be in [0, 1), got {value!r}.")
@@ -95,7 +100,8 @@ class _Stack(keras.Model):
         return self._norm(config, dtype, name) if config.norm_first else None
 
     @staticmethod
-    def _block_kwargs(config: BackboneConfig, dtype) -> dict:
+    def _block_kwargs(config: BackboneConfig, dtype, index: int) -> dict:
+        """Block `index`'s arguments; its drop-path rate is `index / (num_layers - 1)` of `drop_path`."""
         return dict(
             num_heads=config.num_heads,
             ff_dim=config.ff_dim,
@@ -105,6 +111,7 @@ class _Stack(keras.Model):
             norm_first=config.norm_first,
             use_rotary=config.position == "rotary",
             layer_norm_epsilon=config.layer_norm_epsilon,
+            drop_path=config.drop_path * (index / max(config.num_layers - 1, 1)),
             dtype=dtype,
         )
 
@@ -144,7 +151,7 @@ class TransformerBackbone(_Stack):
         embedding_norm = self._make_embedding_norm(config, dtype, "embedding_norm")
         embedding_dropout = keras.layers.Dropout(config.dropout, dtype=dtype, name="embedding_dropout")
         blocks = [
-            TransformerEncoderBlock(**self._block_kwargs(config, dtype), name=f"encoder_block_{i}")
+            TransformerEncoderBlock(**self._block_kwargs(config, dtype, i), name=f"encoder_block_{i}")
             for i in range(config.num_layers)
         ]
         final_norm = self._make_final_norm(config, dtype, "final_norm")
@@ -186,12 +193,13 @@ class Seq2SeqBackbone(_Stack):
         self.encoder_embedding_norm = self._make_embedding_norm(config, dtype, "encoder_embedding_norm")
         self.decoder_embedding_norm = self._make_embedding_norm(config, dtype, "decoder_embedding_norm")
         self.embedding_dropout = keras.layers.Dropout(config.dropout, dtype=dtype, name="embedding_dropout")
-        block_kwargs = self._block_kwargs(config, dtype)
         self.encoder_blocks = [
-            TransformerEncoderBlock(**block_kwargs, name=f"encoder_block_{i}") for i in range(config.num_layers)
+            TransformerEncoderBlock(**self._block_kwargs(config, dtype, i), name=f"encoder_block_{i}")
+            for i in range(config.num_layers)
         ]
         self.decoder_blocks = [
-            TransformerDecoderBlock(**block_kwargs, name=f"decoder_block_{i}") for i in range(config.num_layers)
+            TransformerDecoderBlock(**self._block_kwargs(config, dtype, i), name=f"decoder_block_{i}")
+            for i in range(config.num_layers)
         ]
         self.encoder_norm = self._make_final_norm(config, dtype, "encoder_norm")
         self.decoder_norm = self._make_final_norm(config, dtype, "decoder_norm")

@@ -1,5 +1,5 @@
-"""Tests of suite.backbone: masks, causality, cached decoding, saving, XLA training, mixed
-precision and the JAX backend."""
+"""Tests of suite.backbone: masks, causality, cached decoding, drop path, saving, XLA training,
+mixed precision and the JAX backend."""
 
 import json
 import os
@@ -169,6 +169,25 @@ def test_backbones_survive_keras_save_and_load(tmp_path):
     np.testing.assert_allclose(_cached_decode(loaded, full, (T,), T)[0], _np(seq2seq(full)), atol=1e-5)
 
 
+def test_drop_path_rises_linearly_over_the_blocks_and_adds_no_weights():
+    config = _config(num_layers=3, drop_path=0.2)
+    for stack in (TransformerBackbone(config), Seq2SeqBackbone(config)):
+        blocks = stack.blocks if isinstance(stack, TransformerBackbone) else stack.encoder_blocks + stack.decoder_blocks
+        assert [block.drop_path for block in blocks] == pytest.approx([0.0, 0.1, 0.2] * (len(blocks) // 3))
+        assert blocks[0].drop_path_layer is None and blocks[-1].drop_path_layer.rate == 0.2
+    assert [b.drop_path for b in TransformerBackbone(_config(num_layers=1, drop_path=0.2)).blocks] == [0.0]
+    plain = TransformerBackbone(_config(num_layers=3), name="stack")
+    dropping = TransformerBackbone(config, name="stack")
+    assert all(block.drop_path_layer is None for block in plain.blocks)
+    assert [(w.path, w.shape) for w in dropping.weights] == [(w.path, w.shape) for w in plain.weights]
+    dropping.set_weights(plain.get_weights())
+    inputs = _encoder_inputs()
+    np.testing.assert_array_equal(_np(dropping(inputs)), _np(plain(inputs)))
+    assert not np.allclose(_np(dropping(inputs, training=True)), _np(plain(inputs)), atol=1e-4)
+    old_config = {k: v for k, v in plain.get_config()["config"].items() if k != "drop_path"}
+    assert TransformerBackbone(old_config).config == plain.config
+
+
 def _token_classifier(config: BackboneConfig, vocabulary: int = 8, classes: int = 2) -> keras.Model:
     """Token ids `(batch, seq_len)` (0 = padding) -> class logits, through a backbone."""
     tokens = keras.Input((None,), dtype="int32", name="tokens")
@@ -258,13 +277,40 @@ _JAX_SCRIPT = textwrap.dedent(
     first, cache = step(target[:, :half], cache, jax.numpy.int32(0), source_mask)
     second, cache = step(target[:, half:], cache, jax.numpy.int32(half), source_mask)
     np.save(f"{folder}/decode_steps_jax.npy", np.concatenate([first, second], axis=1))
+
+    from suite import BackboneConfig, TransformerBackbone
+    from suite.layers import DropPath
+
+    # A training-mode call under jax.jit, the seed state passed in and out as the JAX trainer does.
+    def training_call(layer):
+        step = jax.jit(lambda weights, state, x: layer.stateless_call(weights, state, x, training=True))
+        return lambda state, x: step([v.value for v in layer.trainable_variables], state, x)
+
+    keras.utils.set_random_seed(0)
+    for layer, x in (
+        (DropPath(0.5), np.ones((256, 3, 4), "float32")),
+        (TransformerBackbone(BackboneConfig(num_layers=2, d_model=16, num_heads=2, ff_dim=32, dropout=0.0,
+                                            position="none", drop_path=0.5)),
+         {"embeddings": np.random.default_rng(0).normal(size=(64, 5, 16)).astype("float32"),
+          "padding_mask": np.ones((64, 5), bool)}),
+    ):
+        inference = np.asarray(jax.jit(layer)(x))
+        step = training_call(layer)
+        first, state = step([v.value for v in layer.non_trainable_variables], x)
+        second, _ = step(state, x)
+        first, second = np.asarray(first), np.asarray(second)
+        assert np.isfinite(first).all() and not np.allclose(first, second) and not np.allclose(first, inference)
+        if isinstance(layer, DropPath):
+            rows = np.concatenate([first, second]).reshape(512, -1)
+            assert (rows.min(axis=1) == rows.max(axis=1)).all() and set(np.unique(rows)) == {0.0, 2.0}
     """
 )
 
 
 def test_backbones_give_the_same_outputs_under_jax(tmp_path, repo_root):
     """Weights travel in `.keras` files from this (TensorFlow) process to a JAX subprocess,
-    which runs both backbones and the cached decode (two chunks of steps) under `jax.jit`."""
+    which runs both backbones and the cached decode (two chunks of steps) under `jax.jit`; there
+    drop path also runs in training, its seed state passed through stateless calls."""
     encoder = TransformerBackbone(_config(num_layers=1, position="learned"))
     seq2seq = Seq2SeqBackbone(_config(num_layers=1, position="rotary", activation="swiglu"))
     encoder.save(tmp_path / "encoder.keras")
@@ -306,6 +352,9 @@ def test_backbone_config_errors_are_clear():
         BackboneConfig(num_layers=0)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
         BackboneConfig(dropout=1.0)
+    for rate in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"BackboneConfig.drop_path must be in \[0, 1\)"):
+            BackboneConfig(drop_path=rate)
     with pytest.raises(ValueError, match=r"Unknown config key num_layer for BackboneConfig"):
         as_backbone_config({"num_layer": 2})
     with pytest.raises(ValueError, match=r"Unknown config key heads for BackboneConfig"):

@@ -1,5 +1,8 @@
+import gzip
 import json
 import os
+import pathlib
+import struct
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -8,9 +11,13 @@ import pytest
 import tensorflow as tf
 
 from suite.vision.augmentation import augmentation
-from suite.vision.data import ImageData, read_images, train_validation_split
+from suite.vision.data import ImageData, ImageDataConfig, read_idx, read_images, split_images, train_validation_split
 from suite.vision.decoding import tf_decode_image
 from suite.vision.preprocessor import ImagePreprocessor, preprocessing_layers
+
+FASHION_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
 
 
 def _write_png(path, pixels):
@@ -122,7 +129,7 @@ def test_arrays_with_string_labels_and_value_range():
         (np.zeros((2, 2, 2)), [0, -1], ValueError, r"labels\[1\] = -1"),
         (np.zeros((2, 2, 2)), [0.0, 1.0], TypeError, "labels must be integer class ids or class-name strings"),
         (np.zeros((2, 2, 2)), None, ValueError, "labels is required"),
-        (42, [0], TypeError, "source must be 'digits', a directory, an image array or ImageData, got int"),
+        (42, [0], TypeError, "source must be 'digits', a directory, an IDX or .npz file, an image array or ImageData"),
     ],
 )
 def test_array_errors_name_the_index(images, labels, error, message):
@@ -136,6 +143,150 @@ def test_label_outside_given_class_names():
     with pytest.raises(ValueError, match=r"labels\[0\] = 2 is not a class id in \[0, 2\)"):
         read_images(np.zeros((2, 2, 2)), [2, 0], class_names=["a", "b"])
 
+
+def test_sources_that_hold_labels_reject_labels_and_class_names(folder):
+    with pytest.raises(ValueError, match=r"labels must be None when source is '.*pets': it holds its own labels"):
+        read_images(folder, [0, 0, 0, 1, 1])
+    with pytest.raises(ValueError, match="class_names is for IDX, .npz and array data; source 'digits' names its"):
+        read_images("digits", class_names=list("0123456789"))
+
+
+def _idx_bytes(array, code=0x08) -> bytes:
+    array = np.asarray(array, np.uint8)
+    return bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def _write(path, data: bytes):
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def _write_idx(root, images, labels, suffix="", prefix="train"):
+    """root/<prefix>-images-idx3-ubyte<suffix> and the labels file beside it; returns the images path."""
+    _write(root / f"{prefix}-labels-idx1-ubyte{suffix}", _idx_bytes(labels))
+    return _write(root / f"{prefix}-images-idx3-ubyte{suffix}", _idx_bytes(images))
+
+
+@pytest.fixture
+def idx_arrays():
+    """6 random uint8 5x4 images and their labels."""
+    images = np.random.default_rng(7).integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    return images, np.array([0, 1, 2, 0, 1, 9], np.uint8)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip_gzipped_or_plain(tmp_path, idx_arrays, suffix):
+    images, labels = idx_arrays
+    path = _write_idx(tmp_path, images, labels, suffix)
+    raw_images, raw_labels = read_idx(path)
+    assert raw_images.dtype == np.uint8 and raw_images.shape == (6, 5, 4, 1)
+    np.testing.assert_array_equal(raw_images[..., 0], images)
+    np.testing.assert_array_equal(raw_labels, labels)
+    data = read_images(str(path))
+    assert data.class_names == tuple("0123456789") and data.images.shape == (6, 5, 4, 1)
+    np.testing.assert_array_equal(data.images[..., 0], images.astype(np.float32))
+    np.testing.assert_array_equal(data.labels, labels)
+
+
+def test_idx_class_names(tmp_path, idx_arrays):
+    images, labels = idx_arrays
+    path = _write_idx(tmp_path, images, labels)
+    names = [f"c{i}" for i in range(10)]
+    assert read_images(path, class_names=names).class_names == tuple(names)
+    with pytest.raises(ValueError, match=r"images-idx3-ubyte': labels\[5\] = 9 is not a class id in \[0, 3\)"):
+        read_images(path, class_names=["a", "b", "c"])
+    high = _write_idx(tmp_path, images, labels + 3, prefix="high")
+    assert read_images(high).class_names == tuple(str(i) for i in range(13))
+
+
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        (b"\x08\x03\x00\x00" + bytes(12), r"is not an IDX file: it must start with 0x00 0x00 .*got 08 03 00 00"),
+        (_idx_bytes(np.zeros((2, 2, 2)), code=0x0D), r"has IDX dtype code 0x0d; only 0x08 \(unsigned byte\)"),
+        (_idx_bytes(np.zeros((2, 4))), r"has 2 dimension\(s\); expected 3: \(n, H, W\) images"),
+        (b"\x00\x00\x08\x03\x00", "is truncated: its header needs 16 bytes, the file has 5"),
+        (_idx_bytes(np.zeros((2, 2, 2)))[:-1], r"holds 7 values after its header; its shape \(2, 2, 2\) needs 8"),
+    ],
+    ids=["magic", "dtype_code", "ndim", "short_header", "short_data"],
+)
+def test_idx_bad_headers_are_errors_naming_the_file(tmp_path, contents, message):
+    _write(tmp_path / "train-labels-idx1-ubyte.gz", _idx_bytes(np.zeros(2)))
+    path = _write(tmp_path / "train-images-idx3-ubyte.gz", contents)
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz' " + message):
+        read_idx(path)
+
+
+def test_idx_counts_must_agree_and_labels_file_must_exist(tmp_path, idx_arrays):
+    images, labels = idx_arrays
+    path = _write_idx(tmp_path, images, labels[:4], ".gz")
+    with pytest.raises(ValueError, match=r"has 6 images but '.*train-labels-idx1-ubyte\.gz' has 4 labels"):
+        read_images(path)
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"labels file '.*train-labels-idx1-ubyte\.gz' for the IDX images"):
+        read_images(path)
+    with pytest.raises(ValueError, match=r"must be the images file \(named \.\.\.-images-idx3-ubyte\[\.gz\]\)"):
+        read_images(tmp_path / "t10k-labels-idx1-ubyte")
+
+
+def test_idx_test_file_replaces_the_held_out_test_split(tmp_path):
+    train = _write_idx(tmp_path, np.zeros((20, 2, 2)), np.arange(20) % 2)
+    test = _write_idx(tmp_path, np.ones((4, 2, 2)), np.arange(4) % 2, prefix="t10k")
+    config = ImageDataConfig(train=str(train), test=str(test), validation_fraction=0.2)
+    parts = split_images(read_images(config.train), config)
+    assert "test" not in parts and len(parts["validation"]) == 4 and len(parts["train"]) == 16
+    assert len(read_images(config.test)) == 4
+
+
+def test_npz_and_tuple_sources(tmp_path):
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (4, 3, 5), dtype=np.uint8)
+    np.savez(tmp_path / "gray.npz", images=gray, labels=np.array([1, 0, 1, 2]))
+    data = read_images(tmp_path / "gray.npz", class_names=["a", "b", "c"])
+    assert data.class_names == ("a", "b", "c") and data.images.shape == (4, 3, 5, 1)
+    np.testing.assert_array_equal(data.images[..., 0], gray)
+    color, labels = rng.uniform(0, 255, (4, 3, 5, 3)).astype(np.float32), np.array([0, 1, 1, 0])
+    np.savez_compressed(tmp_path / "color.npz", images=color, labels=labels)
+    data = read_images(str(tmp_path / "color.npz"))
+    assert data.class_names == ("0", "1") and data.images.shape == (4, 3, 5, 3)
+    np.testing.assert_array_equal(data.images, color)
+    np.testing.assert_array_equal(read_images((color, labels)).images, color)
+
+
+@pytest.mark.parametrize(
+    "arrays, class_names, error, message",
+    [
+        ({"pixels": np.zeros((2, 2, 2)), "labels": [0, 1]}, None, ValueError,
+         r" must hold arrays 'images' .* it lacks \['images'\] \(it has \['labels', 'pixels'\]\)"),
+        ({"images": np.zeros((2, 2, 2))}, None, ValueError, r" must hold .* it lacks \['labels'\]"),
+        ({"images": np.zeros((2, 4)), "labels": [0, 1]}, None, ValueError,
+         r": images must have shape \(n, H, W\) or \(n, H, W, C\), got \(2, 4\)"),
+        ({"images": np.full((2, 2, 2), 256.0), "labels": [0, 1]}, None, ValueError,
+         r": images\[0\] has values in \[256.0, 256.0\], outside value_range"),
+        ({"images": np.zeros((2, 2, 2)), "labels": [[0, 1]]}, None, ValueError, ": labels must be 1-D"),
+        ({"images": np.zeros((3, 2, 2)), "labels": [0, 1]}, None, ValueError, ": labels has 2 entries but there are 3"),
+        ({"images": np.zeros((2, 2, 2)), "labels": [0, -1]}, None, ValueError, r": labels\[1\] = -1 is not a class id"),
+        ({"images": np.zeros((2, 2, 2)), "labels": [0, 3]}, ["a", "b"], ValueError,
+         r": labels\[1\] = 3 is not a class id in \[0, 2\)"),
+        ({"images": np.zeros((2, 2, 2)), "labels": [0.0, 1.0]}, None, TypeError, ": labels must be integer class ids"),
+        ({"images": np.zeros((2, 2, 2, 5)), "labels": [0, 1]}, None, ValueError, r": images\[0\] has 5 channels"),
+    ],
+)
+def test_npz_errors_name_the_file_and_array(tmp_path, arrays, class_names, error, message):
+    np.savez(tmp_path / "data.npz", **arrays)
+    with pytest.raises(error, match=r"data\.npz'" + message):
+        read_images(tmp_path / "data.npz", class_names=class_names)
+
+
+
+@pytest.mark.skipif(not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="../shared/datasets/fashion-mnist is missing")
+def test_reads_fashion_mnist_train_and_t10k():
+    for split, count in (("train", 60_000), ("t10k", 10_000)):
+        data = read_images(FASHION_MNIST / f"{split}-images-idx3-ubyte.gz", class_names=FASHION_NAMES)
+        assert data.images.shape == (count, 28, 28, 1) and data.class_names == tuple(FASHION_NAMES)
+        np.testing.assert_array_equal(np.bincount(data.labels, minlength=10), [count // 10] * 10)
+        assert data.images.min() == 0.0 and data.images.max() == 255.0
 
 def test_digits_default_rescaled_to_pixel_range(digits):
     assert digits.images.shape == (1797, 8, 8, 1)

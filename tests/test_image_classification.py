@@ -1,4 +1,5 @@
-"""ImageClassifier: ViT stem shapes, position interpolation, augmentation, learning, save/load, export, CLI."""
+"""ImageClassifier: ViT stem shapes, position interpolation, augmentation, learning, save/load, export, CLI;
+the Compact Transformer options (conv stem, overlapping patches, mean and sequence pooling, drop path)."""
 
 import base64
 import json
@@ -14,7 +15,10 @@ import tensorflow as tf
 import suite
 from suite.cli import main
 from suite.config import ConfigError
-from suite.vision.data import ImageData
+from suite.layers import AttentionPooling
+from suite.vision.data import ImageData, read_images
+from suite.vision.model import build_vit
+from suite.vision.preprocessor import ImagePreprocessor
 from suite.tasks import ImageClassifier
 
 CLASSES = ("bottom", "left", "top")
@@ -47,6 +51,22 @@ def classifier() -> ImageClassifier:
     return ImageClassifier.train(bars(), TINY, verbose=0)
 
 
+CCT = {
+    **TINY,
+    "stem": "conv",
+    "pooling": "sequence",
+    "backbone": {**TINY["backbone"], "num_layers": 2, "drop_path": 0.1},
+    "data": {"validation_fraction": 0.0, "test_fraction": 0.0},
+    "training": {**TINY["training"], "epochs": 1, "batch_size": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def compact() -> ImageClassifier:
+    """A Compact Transformer (conv tokens, sequence pooling, drop path) after 3 steps on 96 digits."""
+    return ImageClassifier.train(read_images("digits").subset(np.arange(96)), CCT, verbose=0)
+
+
 def test_config_errors_name_the_key(repo_root):
     with pytest.raises(ConfigError, match=r"image_size \(6, 6\) must be a multiple of patch_size \(4\)"):
         ImageClassifier.resolve_config({"image_size": [6, 6], "patch_size": 4})
@@ -56,6 +76,43 @@ def test_config_errors_name_the_key(repo_root):
         ImageClassifier.resolve_config({"augmentation": {"mixupp": True}})
     config = ImageClassifier.resolve_config(ImageClassifier.config_file())
     assert config.data.train == "digits" and config.backbone.position == "none"
+    assert (config.stem, config.pooling, config.patch_stride, config.backbone.drop_path) == ("patch", "cls", None, 0.0)
+    cases = [
+        ({"stem": "convolution"}, r"stem must be one of \('patch', 'conv'\), got 'convolution'"),
+        ({"pooling": "max"}, r"pooling must be one of \('cls', 'mean', 'sequence'\), got 'max'"),
+        ({"patch_size": 2, "patch_stride": 3}, r"patch_stride must be in 1..patch_size \(2\) or null, got 3"),
+        ({"image_size": [8, 8], "patch_size": 4, "patch_stride": 3},
+         r"image_size \(8, 8\) must be patch_size \(4\) plus a multiple of patch_stride \(3\)"),
+        ({"stem": "conv", "conv_layers": 0}, "conv_layers must be >= 1, got 0"),
+        ({"stem": "conv", "kernel_size": 0}, "kernel_size must be >= 1, got 0"),
+        ({"backbone": {"drop_path": 1.0}}, r"backbone: BackboneConfig.drop_path must be in \[0, 1\)"),
+    ]
+    for values, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            ImageClassifier.resolve_config(values)
+    assert ImageClassifier.resolve_config({"image_size": [7, 9], "patch_size": 4, "stem": "conv"}).image_size == (7, 9)
+
+
+@pytest.mark.parametrize("image_size, tokens", [((8, 8), 4), ((28, 28), 49), ((28, 20), 35)])
+def test_conv_stem_token_grid(image_size, tokens):
+    """Two conv layers, each halving the sides (rounding up): 8x8 -> 2x2, 28x28 -> 7x7, 28x20 -> 7x5."""
+    preprocessor = ImagePreprocessor(CLASSES, image_size, 1)
+    model = build_vit(preprocessor, 2, ImageClassifier.resolve_config(TINY).backbone, stem="conv", pooling="sequence")
+    assert model.get_layer("patch_tokens").output.shape[1:] == (tokens, 16)
+    assert model.get_layer("stem_conv_0").filters == 8 and model.get_layer("stem_conv_1").filters == 16
+    assert isinstance(model.get_layer("pooling"), AttentionPooling)
+    assert "class_token" not in [layer.name for layer in model.layers]
+    assert model(np.zeros((2, 5, 6, 1), np.float32)).shape == (2, 3)
+
+
+def test_overlapping_patches_and_mean_pooling():
+    preprocessor = ImagePreprocessor(CLASSES, (8, 8), 1)
+    backbone = ImageClassifier.resolve_config(TINY).backbone
+    overlapping = build_vit(preprocessor, 4, backbone, patch_stride=2)
+    assert overlapping.get_layer("class_token").output.shape[1:] == (10, 16)
+    mean = build_vit(preprocessor, 2, backbone, pooling="mean")
+    assert mean.get_layer("pooling").mode == "mean" and "class_token" not in [layer.name for layer in mean.layers]
+    assert mean(np.zeros((1, 8, 8, 1), np.float32)).shape == (1, 3)
 
 
 def test_patch_count_and_position_interpolation(classifier):
@@ -138,6 +195,29 @@ def test_save_load_round_trip(classifier, tmp_path):
     assert isinstance(loaded, ImageClassifier) and loaded.config == classifier.config
     np.testing.assert_allclose(loaded.predict(images)["probabilities"], classifier.predict(images)["probabilities"],
                                atol=1e-6)
+
+
+def test_compact_transformer_trains_saves_loads_and_exports(compact, tmp_path):
+    """Conv tokens (2x2 on 8x8 digits, 7x7 at 28x28), no class token, drop path rising over the two
+    blocks; the saved task, and the SavedModel loaded in this process, give the same probabilities."""
+    model = compact.model
+    assert model.get_layer("patch_tokens").output.shape[1:] == (4, 16)
+    assert [block.drop_path for block in model.get_layer("backbone").blocks] == [0.0, 0.1]
+    history = compact.training_metrics["history"]
+    assert compact.training_metrics["epochs_run"] == 1 and np.isfinite(history["loss"]).all()
+    images = read_images("digits").subset(np.arange(96, 104)).images
+    expected = compact.predict(images)["probabilities"]
+    assert expected.shape == (8, 10)
+    larger = compact.with_image_size((28, 28))
+    assert larger.model.get_layer("patch_tokens").output.shape[1:] == (49, 16)
+    assert larger.model(images, training=False).shape == (8, 10)
+    compact.save(tmp_path / "task")
+    loaded = suite.load(tmp_path / "task")
+    assert loaded.config == compact.config and (loaded.config.stem, loaded.config.pooling) == ("conv", "sequence")
+    np.testing.assert_allclose(loaded.model(images, training=False), model(images, training=False), atol=1e-5)
+    served = tf.saved_model.load(str(compact.export(tmp_path / "exports")))
+    np.testing.assert_allclose(served.signatures["predict_images"](images=tf.constant(images))["probabilities"],
+                               expected, atol=1e-5)
 
 
 SERVE = textwrap.dedent(

@@ -8,6 +8,8 @@ import pytest
 from keras import ops
 
 from suite.layers import (
+    AttentionPooling,
+    DropPath,
     FeedForward,
     LearnedPositionEmbedding,
     MultiHeadAttention,
@@ -254,6 +256,64 @@ def test_decoder_block_self_cache_equals_full_pass():
     np.testing.assert_allclose(np.concatenate(outputs, axis=1), expected, atol=1e-5)
 
 
+def test_drop_path_is_the_identity_at_inference_and_at_rate_zero():
+    inputs = _random(BATCH, T, D)
+    np.testing.assert_array_equal(_np(DropPath(0.5)(inputs)), inputs)
+    np.testing.assert_array_equal(_np(DropPath(0.5)(inputs, training=False)), inputs)
+    np.testing.assert_array_equal(_np(DropPath(0.0)(inputs, training=True)), inputs)
+    with pytest.raises(ValueError, match=r"DropPath rate must be in \[0, 1\), got 1.0"):
+        DropPath(1.0)
+
+
+def test_drop_path_drops_whole_examples_with_the_right_expectation():
+    """Each example is all zeros (probability `rate`) or all `1 / (1 - rate)`: the mean is kept."""
+    rate, examples = 0.25, 4000
+    output = _np(DropPath(rate, seed=1)(np.ones((examples, 3, 2), "float32"), training=True))
+    per_example = output.reshape(examples, -1)
+    dropped = (per_example == 0).all(axis=1)
+    np.testing.assert_allclose(per_example[~dropped], 1 / (1 - rate), rtol=1e-6)
+    assert abs(dropped.mean() - rate) < 4 * math.sqrt(rate * (1 - rate) / examples)
+    assert abs(output.mean() - 1.0) < 0.05
+
+
+def test_block_drop_path_drops_each_residual_branch_in_training_only():
+    """Pre-LN: an example whose attention and feed-forward branches are both dropped (probability
+    rate ** 2) leaves the block unchanged. The rate adds no weights; a config from before it loads."""
+    inputs = _random(512, 3, D)
+    block = TransformerEncoderBlock(HEADS, 32, dropout=0.0, drop_path=0.5)
+    plain = TransformerEncoderBlock(HEADS, 32, dropout=0.0)
+    expected = _np(plain(inputs))
+    block(inputs)
+    assert [w.shape for w in block.weights] == [w.shape for w in plain.weights] and plain.drop_path_layer is None
+    block.set_weights(plain.get_weights())
+    np.testing.assert_array_equal(_np(block(inputs)), expected)
+    output = _np(block(inputs, training=True))
+    unchanged = np.all(output == inputs, axis=(1, 2))
+    assert abs(unchanged.mean() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 512)
+    assert not np.isclose(output, expected, atol=1e-4).all(axis=(1, 2)).all()
+    old_config = {k: v for k, v in plain.get_config().items() if k != "drop_path"}
+    assert TransformerEncoderBlock.from_config(old_config).drop_path == 0.0
+
+
+def test_attention_pooling_weights_sum_to_one_and_skip_padding():
+    layer = AttentionPooling()
+    states = _random(BATCH, T, D)
+    pooled, weights = (_np(x) for x in layer(states, padding_mask=QUERY_MASK, return_attention_scores=True))
+    assert pooled.shape == (BATCH, D) and weights.shape == (BATCH, T)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(weights[~QUERY_MASK], 0.0)
+    scores = (states @ _np(layer.score.kernel) + _np(layer.score.bias))[..., 0]
+    scores = np.where(QUERY_MASK, scores, -np.inf)
+    expected = np.exp(scores - scores.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)
+    np.testing.assert_allclose(pooled, np.einsum("bs,bsd->bd", expected, states), atol=1e-5)
+    padded = _np(layer(_change_where(states, ~QUERY_MASK), padding_mask=QUERY_MASK))
+    np.testing.assert_allclose(padded, pooled, atol=1e-6)
+    np.testing.assert_array_equal(_np(layer(states, padding_mask=np.zeros((BATCH, T), bool))), 0.0)
+    np.testing.assert_allclose(_np(layer(states)), _np(layer(states, padding_mask=np.ones((BATCH, T), bool))))
+
+
 def test_sinusoidal_encoding_equals_formula():
     seq_len, d_model, start = 6, 10, 3
     expected = np.zeros((seq_len, d_model))
@@ -356,7 +416,9 @@ def _layer_cases():
         "learned": (LearnedPositionEmbedding(6, grid_shape=(2, 3)), (_random(BATCH, 6, D),)),
         "rotary": (RotaryEmbedding(max_wavelength=100.0), (_random(BATCH, T, HEADS, HEAD_DIM),)),
         "encoder_block": (TransformerEncoderBlock(HEADS, 32, activation="relu", norm_first=False), (query,)),
-        "decoder_block": (TransformerDecoderBlock(HEADS, 32, use_rotary=True), (query, context)),
+        "decoder_block": (TransformerDecoderBlock(HEADS, 32, use_rotary=True, drop_path=0.1), (query, context)),
+        "drop_path": (DropPath(0.2, seed=3), (query,)),
+        "attention_pooling": (AttentionPooling(), (query,)),
     }
 
 

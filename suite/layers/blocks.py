@@ -9,10 +9,40 @@ from suite.layers.attention import MultiHeadAttention
 from suite.layers.feed_forward import FeedForward
 
 
+@keras.saving.register_keras_serializable(package="suite")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth (Huang et al., 2016) on a residual branch: in training, each example's whole
+    input is zeroed with probability `rate` and the kept ones are scaled by `1 / (1 - rate)`; the
+    identity at inference. Call with `(batch, ...)`; returns the same shape. No weights."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1), got {rate!r}.")
+        self.rate = rate
+        self.seed = seed
+        if rate > 0:
+            self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        noise_shape = (None,) + (1,) * (len(inputs.shape) - 1)
+        return keras.random.dropout(inputs, self.rate, noise_shape=noise_shape, seed=self.seed_generator)
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
 class _ResidualBlock(keras.layers.Layer):
-    """Shared wiring: each sublayer is wrapped as `x + dropout(f(norm(x)))` (pre-LN) or
-    `norm(x + dropout(f(x)))` (post-LN, Vaswani et al.). `attention_dropout` (on the attention
-    probabilities) and `inner_dropout` (between the feed-forward's two layers) default to `dropout`."""
+    """Shared wiring: each sublayer is wrapped as `x + drop_path(dropout(f(norm(x))))` (pre-LN) or
+    `norm(x + drop_path(dropout(f(x))))` (post-LN, Vaswani et al.). `attention_dropout` (on the
+    attention probabilities) and `inner_dropout` (between the feed-forward's two layers) default to
+    `dropout`; `drop_path` is the `DropPath` rate of every residual branch (0: none, no layer)."""
 
     def __init__(
         self,
@@ -25,6 +55,7 @@ class _ResidualBlock(keras.layers.Layer):
         norm_first: bool = True,
         use_rotary: bool = False,
         layer_norm_epsilon: float = 1e-6,
+        drop_path: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -37,6 +68,10 @@ class _ResidualBlock(keras.layers.Layer):
         self.norm_first = norm_first
         self.use_rotary = use_rotary
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.drop_path = drop_path
+        self.drop_path_layer = (
+            DropPath(drop_path, dtype=self.dtype_policy, name="drop_path") if drop_path > 0 else None
+        )
         self.supports_masking = True
 
     def _attention(self, name, use_rotary):
@@ -71,7 +106,10 @@ class _ResidualBlock(keras.layers.Layer):
         """
         result = sublayer(norm(x) if self.norm_first else x)
         output, extras = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-        x = x + dropout(output, training=training)
+        branch = dropout(output, training=training)
+        if self.drop_path_layer is not None:
+            branch = self.drop_path_layer(branch, training=training)
+        x = x + branch
         if not self.norm_first:
             x = norm(x)
         return (x, *extras)
@@ -88,6 +126,7 @@ class _ResidualBlock(keras.layers.Layer):
             "norm_first": self.norm_first,
             "use_rotary": self.use_rotary,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "drop_path": self.drop_path,
         }
 
 

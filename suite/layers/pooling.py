@@ -1,4 +1,4 @@
-"""Pooling a sequence of states into one vector per example."""
+"""Pooling a sequence of states into one vector per example: fixed rules or learned attention."""
 
 from __future__ import annotations
 
@@ -40,3 +40,30 @@ class SequencePooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="suite")
+class AttentionPooling(keras.layers.Layer):
+    """Sequence pooling of the Compact Transformers (Hassani et al., 2021): a learned `Dense(1)`
+    scores every state, a softmax over the real tokens turns the scores into weights, and the
+    output is the weighted sum of the states.
+
+    Call with states `(batch, seq_len, d_model)` and `padding_mask (batch, seq_len)` (True at real
+    tokens); returns `(batch, d_model)`, and with `return_attention_scores` also the float32 weights
+    `(batch, seq_len)` (zero at padding). An all-padding row pools to zeros.
+    """
+
+    def build(self, inputs_shape):
+        self.score = keras.layers.Dense(1, dtype=self.dtype_policy, name="score")
+        self.score.build(inputs_shape)
+
+    def call(self, inputs, padding_mask=None, return_attention_scores: bool = False):
+        scores = ops.cast(self.score(inputs)[..., 0], "float32")
+        if padding_mask is not None:
+            real = ops.cast(padding_mask, "bool")
+            scores = ops.where(real, scores, -1e9)
+        weights = ops.softmax(scores, axis=-1)
+        if padding_mask is not None:
+            weights = ops.where(real, weights, 0.0)
+        pooled = ops.einsum("bs,bsd->bd", ops.cast(weights, inputs.dtype), inputs)
+        return (pooled, weights) if return_attention_scores else pooled

@@ -1,9 +1,11 @@
-"""Images: reading (class-per-folder PNG/JPEG, NumPy arrays, scikit-learn digits), splits, tf.data.
+"""Images: reading (class-per-folder PNG/JPEG, IDX files, NumPy arrays and `.npz` files, scikit-learn
+digits), splits, tf.data.
 
 Every source is normalised to one pixel convention, `ImageData.images (n, H, W, C)` float32 in
 [0, 255] like decoded PNG/JPEG, so training data and encoded images at serving time agree:
 - digits (`load_digits`, 8x8 grayscale, values 0..16) become `round(v * 255 / 16)`;
-- arrays are mapped linearly from `value_range` (default (0, 255)) to [0, 255].
+- IDX files (the MNIST / Fashion-MNIST format) hold uint8 pixels, taken as they are;
+- arrays, in memory or in a `.npz` file, are mapped linearly from `value_range` (default (0, 255)) to [0, 255].
 Resizing to the model's size and rescaling to [0, 1] happen inside the model
 (`preprocessing_layers`), never in the pipeline.
 
@@ -16,7 +18,10 @@ gray -> RGB repeats the channel, RGB -> gray is the ITU-R 601 luma `tf.image.rgb
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import math
 import pathlib
+import struct
 from collections import defaultdict
 from typing import Sequence
 
@@ -73,12 +78,16 @@ def read_images(
     """Reads and validates images from one of:
 
     - `"digits"` (default): scikit-learn's bundled `load_digits`, 1797 8x8 grayscale images, classes "0".."9";
-    - a directory (str other than "digits", or a Path) laid out `root/<class name>/<image>.png|.jpg|.jpeg`:
+    - an IDX images file, named `...idx3-ubyte[.gz]` (see `read_idx`), with its labels file beside it;
+      classes are "0".."9" (more if a label is higher) unless `class_names` is given;
+    - a `.npz` file holding arrays `images (n, H, W[, C])` and `labels (n,)`, read like the arrays below;
+    - a directory (any other str than "digits", or a Path) laid out `root/<class name>/<image>.png|.jpg|.jpeg`:
       classes are the sorted sub-folder names, other files are ignored, unreadable or corrupt files are
       reported together by path;
     - an array `(n, H, W)` / `(n, H, W, C)` or a list of `(H, W)` / `(H, W, C)` arrays, with `labels`
       (integer ids, or class-name strings whose sorted unique values become the classes unless
-      `class_names` is given); values are mapped from `value_range` to [0, 255].
+      `class_names` is given), or an `(images, labels)` tuple; values are mapped from `value_range`
+      to [0, 255].
 
     Images of different sizes need `image_size=(H, W)`: they are resized (bilinear) to it so they stack;
     the model still resizes to its own size. See the module docstring for the `channels` rule.
@@ -87,13 +96,27 @@ def read_images(
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}.")
     if image_size is not None:
         image_size = check_image_size(image_size)
-    if isinstance(source, ImageData):
+    if labels is None and isinstance(source, tuple) and len(source) == 2:
+        source, labels = source
+    kind = _file_kind(source)
+    if isinstance(source, (ImageData, str, pathlib.Path)):
+        what = "an ImageData" if isinstance(source, ImageData) else repr(str(source))
         if labels is not None:
-            raise ValueError("labels must be None when source is an ImageData (it carries its labels).")
+            raise ValueError(f"labels must be None when source is {what}: it holds its own labels.")
+        if class_names is not None and kind is None:
+            raise ValueError(f"class_names is for IDX, .npz and array data; source {what} names its own classes.")
+    if isinstance(source, ImageData):
         items, names = list(source.images), _indexed("images", len(source))
         ids, classes = source.labels, source.class_names
     elif isinstance(source, str) and source == "digits":
         items, names, ids, classes = _digits()
+    elif kind == "idx":
+        images, idx_labels = read_idx(source)
+        if class_names is None:
+            class_names = tuple(str(c) for c in range(max(10, int(idx_labels.max(initial=0)) + 1)))
+        items, names, ids, classes = _file_arrays(source, images, idx_labels, class_names)
+    elif kind == "npz":
+        items, names, ids, classes = _file_arrays(source, *_read_npz(source), class_names, value_range)
     elif isinstance(source, (str, pathlib.Path)):
         items, names, ids, classes = read_folder(pathlib.Path(source))
     else:
@@ -119,6 +142,83 @@ def _indexed(prefix: str, count: int) -> list[str]:
     return [f"{prefix}[{i}]" for i in range(count)]
 
 
+def _file_kind(source) -> str | None:
+    """"idx" or "npz" when `source` is a path whose name says so (`...idx3-ubyte[.gz]`, `.npz`), else None."""
+    name = pathlib.Path(source).name if isinstance(source, (str, pathlib.Path)) else ""
+    if "idx3-ubyte" in name or "idx1-ubyte" in name:
+        return "idx"
+    return "npz" if name.lower().endswith(".npz") else None
+
+
+def read_idx(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """IDX images file `...-images-idx3-ubyte[.gz]` and its labels file `...-labels-idx1-ubyte[.gz]` beside it
+    (the MNIST / Fashion-MNIST format, gzipped or not) -> images uint8 `(n, H, W, 1)`, labels uint8 `(n,)`."""
+    path = pathlib.Path(path)
+    if "idx3-ubyte" not in path.name:
+        raise ValueError(
+            f"IDX source {str(path)!r} must be the images file (named ...-images-idx3-ubyte[.gz]); "
+            "its labels file is found beside it."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX images file {str(path)!r} does not exist.")
+    labels_path = path.with_name(path.name.replace("images", "labels").replace("idx3-ubyte", "idx1-ubyte"))
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"labels file {str(labels_path)!r} for the IDX images {str(path)!r} does not exist.")
+    images, labels = _idx_array(path, ndim=3), _idx_array(labels_path, ndim=1)
+    if len(images) != len(labels):
+        raise ValueError(f"{str(path)!r} has {len(images)} images but {str(labels_path)!r} has {len(labels)} labels.")
+    return images[..., None], labels
+
+
+def _idx_array(path: pathlib.Path, ndim: int) -> np.ndarray:
+    """One IDX file of unsigned bytes (header: 0x00 0x00 0x08 ndim, then ndim big-endian uint32 sizes)."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if len(data) < 4 or data[:2] != b"\x00\x00":
+        raise ValueError(
+            f"{str(path)!r} is not an IDX file: it must start with 0x00 0x00 <dtype code> <ndim>, "
+            f"got {data[:4].hex(' ') or 'nothing'}."
+        )
+    if data[2] != 0x08:
+        raise ValueError(f"{str(path)!r} has IDX dtype code 0x{data[2]:02x}; only 0x08 (unsigned byte) is supported.")
+    if data[3] != ndim:
+        expected = "(n, H, W) images" if ndim == 3 else "(n,) labels"
+        raise ValueError(f"{str(path)!r} has {data[3]} dimension(s); expected {ndim}: {expected}.")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{str(path)!r} is truncated: its header needs {header} bytes, the file has {len(data)}.")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    if len(data) - header != math.prod(shape):
+        raise ValueError(
+            f"{str(path)!r} holds {len(data) - header} values after its header; its shape {shape} needs "
+            f"{math.prod(shape)}."
+        )
+    return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+def _read_npz(path) -> tuple[np.ndarray, np.ndarray]:
+    """`.npz` file -> its `images` and `labels` arrays."""
+    with np.load(path) as arrays:
+        missing = [key for key in ("images", "labels") if key not in arrays.files]
+        if missing:
+            raise ValueError(
+                f"{str(path)!r} must hold arrays 'images' (n, H, W[, C]) and 'labels' (n,); "
+                f"it lacks {missing} (it has {sorted(arrays.files)})."
+            )
+        return arrays["images"], arrays["labels"]
+
+
+def _file_arrays(path, images, labels, class_names, value_range=(0.0, 255.0)):
+    """Images and labels read from the file `path` -> (items, names, ids, classes); errors name the file."""
+    try:
+        items = _array_items(images, value_range)
+        ids, classes = _label_ids(labels, len(items), class_names)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{str(path)!r}: {error}") from None
+    return items, _indexed(f"{str(path)!r}: images", len(items)), ids, classes
+
+
 def _digits():
     from sklearn.datasets import load_digits
 
@@ -141,7 +241,8 @@ def _array_items(source, value_range) -> list[np.ndarray]:
         arrays = [np.asarray(item) for item in source]
     else:
         raise TypeError(
-            f"source must be 'digits', a directory, an image array or ImageData, got {type(source).__name__}."
+            "source must be 'digits', a directory, an IDX or .npz file, an image array or ImageData, "
+            f"got {type(source).__name__}."
         )
     items = []
     for i, array in enumerate(arrays):
@@ -235,10 +336,13 @@ def _harmonise(items, names, channels, image_size) -> np.ndarray:
 
 @dataclasses.dataclass
 class ImageDataConfig:
-    """Where the images are. `train`: `"digits"` (scikit-learn's 8x8 digits) or a folder laid out
-    `root/<class>/<image>.png|.jpg`. Without a `validation` / `test` folder, a seeded stratified split
-    of `train` is held out (`test_fraction` first, then `validation_fraction` of the rest; 0 disables).
-    `channels`: convert every image to 1 (gray) or 3 (RGB); None requires them all alike."""
+    """Where the images are. `train`: `"digits"` (scikit-learn's 8x8 digits), a folder laid out
+    `root/<class>/<image>.png|.jpg`, an IDX images file `...-images-idx3-ubyte[.gz]` (its labels file
+    beside it) or a `.npz` file with `images` and `labels` (see `read_images`). Without a `validation` /
+    `test` source (e.g. the `t10k-images-idx3-ubyte.gz` test split), a seeded stratified split of `train`
+    is held out (`test_fraction` first, then `validation_fraction` of the rest; 0 disables).
+    `channels`: convert every image to 1 (gray) or 3 (RGB); None requires them all alike.
+    `class_names`: the names of label ids 0, 1, ... of IDX and `.npz` data (default "0", "1", ...)."""
 
     train: str = "digits"
     validation: str | None = None
@@ -247,12 +351,13 @@ class ImageDataConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     channels: int | None = None
+    class_names: list[str] | None = None
 
 
 def split_images(data: ImageData, config: ImageDataConfig) -> dict:
     """`{"train", "test", "validation"}`: seeded stratified splits of `data`, `test_fraction` first,
-    then `validation_fraction` of the rest; a part that `config` names a folder for (or whose
-    fraction is 0) is not held out (None)."""
+    then `validation_fraction` of the rest; a part that `config` names a source for (or whose
+    fraction is 0) is not held out, and its key is absent."""
     parts = {}
     for name, fraction, seed in (("test", config.test_fraction, config.split_seed),
                                  ("validation", config.validation_fraction, config.split_seed + 1)):

@@ -1,9 +1,12 @@
-"""The Vision Transformer (Dosovitskiy et al., 2021) on the shared `TransformerBackbone`.
+"""The Vision Transformer (Dosovitskiy et al., 2021) on the shared `TransformerBackbone`, with the
+options of the Compact Transformers (CCT, Hassani et al., 2021) for small images and little data.
 
-Raw pixels `(batch, h, w, C)` in [0, 255] -> Resizing + Rescaling (`preprocessing_layers`) ->
-non-overlapping `patch_size` patches embedded by a strided Conv2D -> learned 2-D position
-vectors for the patch grid -> a learned class token in front -> `TransformerBackbone` ->
-the class token's state -> logits.
+Raw pixels `(batch, h, w, C)` in [0, 255] -> Resizing + Rescaling (`preprocessing_layers`) -> tokens:
+`patch_size` patches (every `patch_stride` pixels) embedded by a strided Conv2D (`stem="patch"`), or
+CCT's convolutional tokeniser, `conv_layers` x (Conv2D + ReLU, MaxPool stride 2) (`stem="conv"`) ->
+learned 2-D position vectors for the token grid -> a learned class token in front (`pooling="cls"`)
+-> `TransformerBackbone` -> the class token's state, the mean state, or CCT's attention-weighted
+sum (`pooling="sequence"`) -> logits.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import keras
 from keras import ops
 
 from suite.backbone import BackboneConfig, TransformerBackbone
-from suite.layers import LearnedPositionEmbedding, SequencePooling
+from suite.layers import AttentionPooling, LearnedPositionEmbedding, SequencePooling
 from suite.vision.preprocessor import ImagePreprocessor, preprocessing_layers
 
 
@@ -36,14 +39,59 @@ class ClassToken(keras.layers.Layer):
         return (inputs_shape[0], length, inputs_shape[2])
 
 
-def patch_grid(image_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
-    """`(rows, cols)` of patches in an `image_size` image; the sides must be multiples of `patch_size`."""
+STEMS = ("patch", "conv")
+POOLINGS = ("cls", "mean", "sequence")
+
+
+def check_options(
+    stem: str, pooling: str, patch_size: int, patch_stride: int | None, conv_layers: int,
+    conv_filters: int | None, kernel_size: int,
+) -> None:
+    """Raises a ValueError naming the first bad option of `build_vit`."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}.")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+    if patch_size < 1:
+        raise ValueError(f"patch_size must be >= 1, got {patch_size}.")
+    if patch_stride is not None and not 1 <= patch_stride <= patch_size:
+        raise ValueError(f"patch_stride must be in 1..patch_size ({patch_size}) or null, got {patch_stride}.")
+    for name, value in (("conv_layers", conv_layers), ("conv_filters", conv_filters), ("kernel_size", kernel_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}.")
+
+
+def patch_grid(image_size: tuple[int, int], patch_size: int, patch_stride: int | None = None) -> tuple[int, int]:
+    """`(rows, cols)` of `patch_size` patches taken every `patch_stride` pixels (default `patch_size`:
+    no overlap) of an `image_size` image; the patches must cover the image exactly."""
     height, width = image_size
-    if patch_size < 1 or height % patch_size or width % patch_size:
-        raise ValueError(
-            f"image_size {tuple(image_size)} must be a multiple of patch_size ({patch_size}) on both sides."
-        )
-    return height // patch_size, width // patch_size
+    stride = patch_size if patch_stride is None else patch_stride
+    if patch_size < 1 or min(height, width) < patch_size or any((side - patch_size) % stride for side in image_size):
+        need = (f"a multiple of patch_size ({patch_size})" if stride == patch_size
+                else f"patch_size ({patch_size}) plus a multiple of patch_stride ({stride})")
+        raise ValueError(f"image_size {tuple(image_size)} must be {need} on both sides.")
+    return (height - patch_size) // stride + 1, (width - patch_size) // stride + 1
+
+
+def conv_grid(image_size: tuple[int, int], conv_layers: int) -> tuple[int, int]:
+    """`(rows, cols)` of the conv stem's feature map: each layer's stride-2 max-pool halves both sides,
+    rounding up (8x8 -> 2x2 and 28x28 -> 7x7 with 2 layers)."""
+    rows, cols = image_size
+    for _ in range(conv_layers):
+        rows, cols = -(-rows // 2), -(-cols // 2)
+    return rows, cols
+
+
+def _conv_tokeniser(pixels, d_model: int, conv_layers: int, conv_filters: int, kernel_size: int):
+    """CCT's tokeniser: `(batch, H, W, C)` -> `(batch, rows, cols, d_model)`; bias-free convolutions as in CCT."""
+    x = pixels
+    for i in range(conv_layers):
+        filters = d_model if i == conv_layers - 1 else conv_filters
+        x = keras.layers.Conv2D(
+            filters, kernel_size, padding="same", activation="relu", use_bias=False, name=f"stem_conv_{i}"
+        )(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"stem_pool_{i}")(x)
+    return x
 
 
 def build_vit(
@@ -52,36 +100,57 @@ def build_vit(
     backbone: BackboneConfig,
     head_dropout: float = 0.0,
     position_grid: tuple[int, int] | None = None,
+    *,
+    stem: str = "patch",
+    patch_stride: int | None = None,
+    conv_layers: int = 2,
+    conv_filters: int | None = None,
+    kernel_size: int = 3,
+    pooling: str = "cls",
 ) -> keras.Model:
     """ViT classifier: images `(batch, h, w, C)` float32 in [0, 255], any h, w -> logits `(batch, classes)`.
 
-    Images are resized to `preprocessor.image_size`, giving `rows * cols` patches plus the class token.
-    `position_grid`: the grid the position table is stored at (default: this model's grid); when it
-    differs, the table is bilinearly interpolated to the model's grid on every call.
+    Images are resized to `preprocessor.image_size`, giving `rows * cols` tokens (`patch_grid` or
+    `conv_grid`), plus the class token with `pooling="cls"`. `conv_filters`: the channels of the conv
+    stem's inner layers (None: `d_model // 2`; its last layer has `d_model`). `position_grid`: the
+    grid the position table is stored at (default: this model's grid); when it differs, the table is
+    bilinearly interpolated to the model's grid on every call.
     """
     if backbone.position != "none":
         raise ValueError(
             f"the ViT adds its own 2-D positions: backbone.position must be 'none', got {backbone.position!r}."
         )
-    grid = patch_grid(preprocessor.image_size, patch_size)
-    position_grid = tuple(position_grid or grid)
+    check_options(stem, pooling, patch_size, patch_stride, conv_layers, conv_filters, kernel_size)
     d_model = backbone.d_model
 
     images = keras.Input((None, None, preprocessor.channels), name="images")
     pixels = preprocessing_layers(preprocessor)(images)
-    patches = keras.layers.Conv2D(d_model, patch_size, strides=patch_size, name="patch_embedding")(pixels)
-    tokens = keras.layers.Reshape((grid[0] * grid[1], d_model), name="patch_tokens")(patches)
+    if stem == "patch":
+        grid = patch_grid(preprocessor.image_size, patch_size, patch_stride)
+        stride = patch_stride or patch_size
+        features = keras.layers.Conv2D(d_model, patch_size, strides=stride, name="patch_embedding")(pixels)
+    else:
+        grid = conv_grid(preprocessor.image_size, conv_layers)
+        filters = conv_filters or max(d_model // 2, 1)
+        features = _conv_tokeniser(pixels, d_model, conv_layers, filters, kernel_size)
+    position_grid = tuple(position_grid or grid)
+    tokens = keras.layers.Reshape((grid[0] * grid[1], d_model), name="patch_tokens")(features)
     positions = LearnedPositionEmbedding(
         position_grid[0] * position_grid[1],
         grid_shape=position_grid,
         initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         name="patch_positions",
     )
-    tokens = ClassToken(name="class_token")(tokens + positions(tokens, grid_shape=grid))
+    tokens = tokens + positions(tokens, grid_shape=grid)
+    if pooling == "cls":
+        tokens = ClassToken(name="class_token")(tokens)
     states = TransformerBackbone(backbone, name="backbone")(
         {"embeddings": tokens, "padding_mask": ops.ones_like(tokens[..., 0], dtype="bool")}
     )
-    pooled = SequencePooling("first", name="pooling")(states)
+    if pooling == "sequence":
+        pooled = AttentionPooling(name="pooling")(states)
+    else:
+        pooled = SequencePooling("first" if pooling == "cls" else "mean", name="pooling")(states)
     hidden = keras.layers.Dropout(head_dropout, name="head_dropout")(pooled)
     logits = keras.layers.Dense(preprocessor.num_classes, dtype="float32", name="logits")(hidden)
     return keras.Model(images, logits, name="vision_transformer")

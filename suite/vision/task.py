@@ -1,4 +1,5 @@
-"""Image classification: a Vision Transformer on the shared backbone, keras-cv augmentation in training."""
+"""Image classification: a Vision Transformer (or a Compact Transformer) on the shared backbone,
+keras-cv augmentation in training."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from suite.vision.decoding import (
 )
 from suite.vision.data import ImageData, ImageDataConfig, read_images, split_images
 from suite.vision.preprocessor import ImagePreprocessor
-from suite.vision.model import build_vit, patch_grid
+from suite.vision.model import build_vit, check_options, patch_grid
 
 OUTPUT_KEYS = ("label", "class_id", "probabilities", "top_k_class_id", "top_k_label", "top_k_probabilities")
 
@@ -59,12 +60,31 @@ def _default_vit_backbone() -> BackboneConfig:
 
 @dataclasses.dataclass
 class ImageClassificationConfig:
-    """`image_size (H, W)`: what the model resizes every image to (None: the training images' size);
-    both sides must be multiples of `patch_size`. `top_k`: size of the top-k outputs and metric."""
+    """`image_size (H, W)`: what the model resizes every image to (None: the training images' size).
+    `top_k`: size of the top-k outputs and metric.
+
+    The tokens (`suite.vision.model`): `stem="patch"` embeds `patch_size` patches taken every
+    `patch_stride` pixels (None: `patch_size`, no overlap; smaller strides overlap them), and both
+    sides of `image_size` must be `patch_size` plus a multiple of the stride. `stem="conv"` is the
+    Compact Transformers' tokeniser (CCT, Hassani et al. 2021): `conv_layers` x (Conv2D `kernel_size`,
+    stride 1, ReLU; MaxPool 3, stride 2), `conv_filters` channels inside (None: `d_model // 2`) and
+    `d_model` at the end; every layer halves the sides (rounding up), so any size works (28x28 -> 7x7
+    tokens with 2 layers). `pooling`: the image vector the head reads: `cls` (a class token), `mean`
+    (of all tokens) or `sequence` (CCT's attention-weighted sum); only `cls` adds a class token.
+
+    For small images and little data, the CCT recipe: `stem: conv`, `pooling: sequence`,
+    `backbone.drop_path: 0.1` (stochastic depth) and the default augmentation.
+    """
 
     data: ImageDataConfig = dataclasses.field(default_factory=ImageDataConfig)
     image_size: tuple[int, int] | None = None
+    stem: str = "patch"
     patch_size: int = 2
+    patch_stride: int | None = None
+    conv_layers: int = 2
+    conv_filters: int | None = None
+    kernel_size: int = 3
+    pooling: str = "cls"
     backbone: BackboneConfig = dataclasses.field(default_factory=_default_vit_backbone)
     head_dropout: float = 0.1
     label_smoothing: float = 0.1
@@ -75,12 +95,13 @@ class ImageClassificationConfig:
     )
 
     def __post_init__(self):
+        check_options(self.stem, self.pooling, self.patch_size, self.patch_stride, self.conv_layers,
+                      self.conv_filters, self.kernel_size)
         if self.image_size is not None:
             if len(self.image_size) != 2 or min(self.image_size) < 1:
                 raise ValueError(f"image_size must be two positive integers (H, W), got {list(self.image_size)}.")
-            patch_grid(self.image_size, self.patch_size)
-        if self.patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}.")
+            if self.stem == "patch":
+                patch_grid(self.image_size, self.patch_size, self.patch_stride)
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}.")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -92,7 +113,8 @@ class ImageClassificationConfig:
 
 
 class ImageClassifier(Task):
-    """Classifies images with a Vision Transformer (patches -> class token -> Transformer -> head).
+    """Classifies images with a Vision Transformer (patches or CCT's conv tokens -> Transformer ->
+    class token, mean or attention pooling -> head).
 
     `ImageClassifier.train("digits")`, or a class-per-folder directory, an `ImageData`, or an
     `(images, labels)` pair; `.predict(images)` gives labels, probabilities and the top k.
@@ -106,12 +128,10 @@ class ImageClassifier(Task):
 
     @classmethod
     def read(cls, data, config) -> ImageData:
-        """Reads "digits", a folder, an `ImageData` or an `(images, labels)` pair, resized to
-        `config.image_size` when set (see `read_images`)."""
-        options = dict(channels=config.data.channels, image_size=config.image_size)
-        if isinstance(data, tuple) and len(data) == 2:
-            return read_images(data[0], data[1], **options)
-        return read_images(data, **options)
+        """Reads "digits", a folder, an IDX or `.npz` file, an `ImageData` or an `(images, labels)`
+        pair, resized to `config.image_size` when set (see `read_images`)."""
+        return read_images(data, channels=config.data.channels, image_size=config.image_size,
+                           class_names=config.data.class_names)
 
     @classmethod
     def split(cls, data: ImageData, config) -> dict:
@@ -136,7 +156,11 @@ class ImageClassifier(Task):
 
     @classmethod
     def build_model(cls, preprocessor, config, position_grid: tuple[int, int] | None = None) -> keras.Model:
-        return build_vit(preprocessor, config.patch_size, config.backbone, config.head_dropout, position_grid)
+        return build_vit(
+            preprocessor, config.patch_size, config.backbone, config.head_dropout, position_grid,
+            stem=config.stem, patch_stride=config.patch_stride, conv_layers=config.conv_layers,
+            conv_filters=config.conv_filters, kernel_size=config.kernel_size, pooling=config.pooling,
+        )
 
     # Training ----------------------------------------------------------------------------
 
