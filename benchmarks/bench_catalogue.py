@@ -10,10 +10,13 @@ approximate index (faiss HNSW) of the sampled model against exact top-10: recall
 `synthetic`: `synthetic_interactions` with 1M items; one epoch with the `auto` loss (sampled
 softmax, LazyAdamW), evaluated on `--eval-users` users; peak memory (ru_maxrss), time per epoch and
 the approximate index's recall@10 on those users.
+`optimizers`: the step time on that catalogue with AdamW's dense update of the item table and with
+LazyAdamW (interleaved rounds, same batches).
 Prints one JSON object on stdout.
 
     python benchmarks/bench_catalogue.py --part sports --budget 600
     python benchmarks/bench_catalogue.py --part synthetic
+    python benchmarks/bench_catalogue.py --part optimizers
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
-from suite.recommendation.data import HeldOut, leave_one_out  # noqa: E402
+from suite.core.optim import adamw  # noqa: E402
+from suite.recommendation.data import HeldOut  # noqa: E402
 from suite.recommendation.synthetic import synthetic_interactions  # noqa: E402
 from suite.recommendation.task import Recommender  # noqa: E402
 
@@ -46,7 +50,7 @@ SPORTS = ROOT.parent / "shared" / "datasets" / "amazon" / "Sports_and_Outdoors.t
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("sports", "synthetic"), required=True)
+    parser.add_argument("--part", choices=("sports", "synthetic", "optimizers"), required=True)
     parser.add_argument("--data", type=Path, default=SPORTS)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per loss (sports)")
     parser.add_argument("--step-rounds", type=int, default=5, help="interleaved rounds of 10 steps per loss")
@@ -132,13 +136,33 @@ def approximate_recall(task: Recommender, test: HeldOut, k: int = 10) -> dict:
             "exact_seconds": exact_watch.wall, "approximate_seconds": approximate_watch.wall}
 
 
+def synthetic_parts(args, config) -> tuple:
+    """The generated interactions, read and split."""
+    interactions = Recommender.read(synthetic_interactions(args.users, args.items), config)
+    return interactions, Recommender.data_parts(config, interactions)
+
+
+def optimizers(args) -> dict:
+    """Step time of the sampled loss on the generated catalogue with AdamW's dense update of the item
+    table and with LazyAdamW, on the same batches."""
+    config = Recommender.resolve_config(None, {"training.epochs": 1})
+    _, parts = synthetic_parts(args, config)
+    tasks, batches = {}, {}
+    for lazy in (False, True):
+        name = "LazyAdamW" if lazy else "AdamW"
+        tasks[name] = Recommender.create(parts["train"], config)
+        tasks[name].model.compile(optimizer=adamw(config.training, config.training.learning_rate, Recommender.no_decay,
+                                                  lazy=lazy, **Recommender.optimizer_options), jit_compile=True)
+        batches[name] = list(tasks[name].dataset(parts["train"], training=True).take(10))
+    step_ms = step_milliseconds(tasks, batches, args.step_rounds)
+    return {"data": {"items": args.items, "users": args.users}, "loss": tasks["AdamW"].model.item_loss,
+            "step_ms": step_ms, "dense_over_lazy_step": round(step_ms["AdamW"] / step_ms["LazyAdamW"], 2)}
+
+
 def synthetic(args) -> dict:
-    with Stopwatch() as generation:
-        interactions = synthetic_interactions(args.users, args.items)
     config = Recommender.resolve_config(None, {"training.epochs": 1})
     with Stopwatch() as reading:
-        interactions = Recommender.read(interactions, config)
-        parts = Recommender.data_parts(config, interactions)
+        interactions, parts = synthetic_parts(args, config)
     rng = np.random.default_rng(0)
     split = parts["test"].split
     sample = {part: getattr(split, part).iloc[np.sort(rng.choice(len(split.test), args.eval_users, replace=False))]
@@ -157,7 +181,7 @@ def synthetic(args) -> dict:
                  "training_sequences": len(parts["train"]), "evaluated_users": args.eval_users},
         "loss": task.model.item_loss,
         "parameters": task.model.count_params(),
-        "seconds": {"generate": generation.wall, "read_and_split": reading.wall, "vocabulary_and_model": creation.wall,
+        "seconds": {"generate_read_and_split": reading.wall, "vocabulary_and_model": creation.wall,
                     "epoch_including_validation_loss": training.wall, "evaluation": evaluation.wall},
         "train_cpu_seconds": training.cpu,
         "test": test,
@@ -171,7 +195,7 @@ def synthetic(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     machine = machine_info(load_average_start=load_average())
-    result = sports(args) if args.part == "sports" else synthetic(args)
+    result = {"sports": sports, "synthetic": synthetic, "optimizers": optimizers}[args.part](args)
     emit({"benchmark": f"catalogue scale: {args.part}", "machine": {**machine, "load_average_end": load_average()},
           **result})
     return 0
