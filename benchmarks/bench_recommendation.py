@@ -8,7 +8,7 @@ most-popular and item co-occurrence baselines on the same users and negatives. T
 excludes reading and evaluation. Prints one JSON object on stdout.
 
     python benchmarks/bench_recommendation.py
-    python benchmarks/bench_recommendation.py --set training.epochs=20 --set loss=sampled
+    python benchmarks/bench_recommendation.py --set training.epochs=20 --set loss=gbce
 """
 
 from __future__ import annotations
