@@ -11,7 +11,8 @@ from __future__ import annotations
 import keras_rs
 from keras import ops
 
-LOSSES = ("auto", "softmax", "sampled_softmax", "gbce")
+ITEM_LOSSES = ("softmax", "sampled_softmax", "gbce")
+LOSSES = ("auto", *ITEM_LOSSES)
 SMALL_CATALOGUE = 10_000
 MASKED = -1e9
 
@@ -40,21 +41,18 @@ def sampled_softmax(states, table, next_items, negatives, next_probability, nega
     or padding (0) are masked. (keras-rs' `RemoveAccidentalHits` would need one candidate list for
     the whole batch; here each position's positive leads its own row.)
     """
-    width = ops.shape(states)[-1]
-    flat_states = ops.reshape(states, (-1, width))
+    flat_states = ops.reshape(states, (-1, ops.shape(states)[-1]))
     positives = ops.reshape(next_items, (-1, 1))
-    negatives = ops.cast(negatives, positives.dtype)
-    candidates = ops.concatenate([positives, ops.broadcast_to(negatives[None, :], (ops.shape(positives)[0],
-                                                                                  ops.shape(negatives)[0]))], axis=1)
+    negatives = ops.cast(negatives, positives.dtype)[None, :]
+    negative_logits = ops.matmul(flat_states, ops.transpose(ops.take(table, negatives[0], axis=0)))
     logits = ops.concatenate([
-        ops.sum(flat_states * ops.take(table, positives[:, 0], axis=0), axis=-1, keepdims=True),
-        ops.matmul(flat_states, ops.transpose(ops.take(table, negatives, axis=0))),
+        ops.sum(flat_states * ops.take(table, positives[:, 0], axis=0), axis=-1, keepdims=True), negative_logits,
     ], axis=1)
     probability = ops.concatenate([ops.reshape(next_probability, (-1, 1)),
-                                   ops.broadcast_to(negative_probability[None, :], ops.shape(logits[:, 1:]))], axis=1)
+                                   ops.broadcast_to(negative_probability[None, :], ops.shape(negative_logits))], axis=1)
     logits = keras_rs.layers.SamplingProbabilityCorrection()(logits, probability)
-    is_negative = ops.arange(ops.shape(logits)[1])[None, :] > 0
-    logits = ops.where(is_negative & ((candidates == positives) | (candidates == 0)), MASKED, logits)
+    hits = (negatives == positives) | (negatives == 0)
+    logits = ops.concatenate([logits[:, :1], ops.where(hits, MASKED, logits[:, 1:])], axis=1)
     per_position = ops.sparse_categorical_crossentropy(ops.zeros_like(positives[:, 0]), logits, from_logits=True)
     return ops.reshape(per_position, ops.shape(next_items))
 

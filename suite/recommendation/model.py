@@ -34,8 +34,8 @@ class SASRec(DomainModel, keras.Model):
     def __init__(self, vocabulary_size: int, backbone: BackboneConfig | dict, item_loss: str = "softmax",
                  gbce_calibration: float = 0.75, **kwargs):
         config = as_backbone_config(backbone)
-        if item_loss not in losses.LOSSES[1:]:
-            raise ValueError(f"item_loss must be one of {losses.LOSSES[1:]}, got {item_loss!r}.")
+        if item_loss not in losses.ITEM_LOSSES:
+            raise ValueError(f"item_loss must be one of {losses.ITEM_LOSSES}, got {item_loss!r}.")
         if not config.causal or config.position != "learned":
             raise ValueError(f"SASRec needs backbone.causal=True and position='learned'; got causal={config.causal}, "
                              f"position={config.position!r}.")

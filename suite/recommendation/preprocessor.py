@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -129,12 +130,17 @@ class RecommendationPreprocessor:
     def sampling_probability(self, items: tf.Tensor, in_batch: int, uniform: int) -> tf.Tensor:
         """The probability that one of `tf_negatives`' draws is each item (same shape as `items`):
         `in_batch` draws by training frequency (`counts`), `uniform` uniform ones."""
+        expected = in_batch * tf.gather(self._frequency, items) + uniform / (self.vocabulary_size - 2)
+        return expected / max(in_batch + uniform, 1)
+
+    @functools.cached_property
+    def _frequency(self) -> np.ndarray:
+        """`counts` as fractions of all training events, float32 `(vocabulary_size,)`."""
         if self.counts is None:
             raise ValueError("the sampled softmax needs item counts: this preprocessor has none (fit it on "
                              "training events with RecommendationPreprocessor.fit).")
-        frequency = tf.constant(self.counts, tf.float32) / float(max(sum(self.counts), 1))
-        expected = in_batch * tf.gather(frequency, items) + uniform / (self.vocabulary_size - 2)
-        return expected / max(in_batch + uniform, 1)
+        counts = np.asarray(self.counts, np.float32)
+        return counts / max(float(counts.sum()), 1.0)
 
     def encode(self, sequences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Each whole sequence of item IDs as an int32 index array."""
