@@ -29,6 +29,11 @@ def _config_source(task_class, config: Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
+def _config_help(task_class) -> str:
+    return (f"a YAML config file, or the name of one the task ships: {', '.join(task_class.config_names())} "
+            f"(default: {task_class.config_file()})")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, config_class) -> list[str]:
     keys = []
     group = parser.add_argument_group("config keys (override the YAML; values are parsed as YAML)")
@@ -50,7 +55,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _train(domain: str, argv: list[str]) -> dict:
     task_class = _tasks()[domain]
     parser = argparse.ArgumentParser(prog=f"suite train {domain}", description=task_class.__doc__)
-    parser.add_argument("--config", type=Path, help=f"YAML config (default: {task_class.config_file()})")
+    parser.add_argument("--config", type=Path, help=_config_help(task_class))
     parser.add_argument("--output-dir", type=Path, help="run folder (default: runs/<domain>/<timestamp>)")
     parser.add_argument("--export-dir", type=Path, help="also export a SavedModel under this folder")
     parser.add_argument("--resume", action="store_true",
@@ -80,7 +85,7 @@ def _bench(domain: str, argv: list[str]) -> dict:
         description="Speed of a task config: XLA training steps, Python-side inference and the exported "
         "SavedModel's serving at batch 1 and 64 (warm-up and compilation timed apart). Prints one JSON object.",
     )
-    parser.add_argument("--config", type=Path, help=f"YAML config (default: {task_class.config_file()})")
+    parser.add_argument("--config", type=Path, help=_config_help(task_class))
     parser.add_argument("--data", help="data in the domain's format (default: the config's training data)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps, inference batches and "
                         "serving calls per batch size (default: 20)")

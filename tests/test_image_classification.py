@@ -16,6 +16,7 @@ import suite
 from suite.cli import main
 from suite.config import ConfigError
 from suite.layers import AttentionPooling
+from suite.vision.augmentation import ImageAugmentation
 from suite.vision.data import ImageData, read_images
 from suite.vision.model import build_vit
 from suite.vision.preprocessor import ImagePreprocessor
@@ -156,6 +157,21 @@ def test_augmentation_only_in_training(classifier):
     np.testing.assert_array_equal(np.concatenate([x for x, _ in mixing.dataset(data)]), data.images)
 
 
+def test_random_erasing_fills_one_rectangle_per_image():
+    images = np.full((8, 28, 28, 1), 128.0, np.float32)
+    labels = np.zeros(8, np.int32)
+    erase = ImageAugmentation(1, 3, translation=0.0, rotation=0.0, zoom=0.0, rand_augment=False, random_erasing=1.0)
+    erased, same_labels = erase(tf.constant(images), tf.constant(labels))
+    changed = (erased.numpy() != 128.0)[..., 0]
+    assert (same_labels.numpy() == labels).all() and erased.shape == images.shape
+    assert changed.any(axis=(1, 2)).all() and (changed.mean(axis=(1, 2)) < 0.5).all()
+    rows, cols = changed.any(axis=2), changed.any(axis=1)
+    assert (changed.sum(axis=(1, 2)) == rows.sum(1) * cols.sum(1)).all()  # one filled box
+    assert 0.0 <= float(tf.reduce_min(erased)) and float(tf.reduce_max(erased)) <= 255.0
+    with pytest.raises(ValueError, match=r"random_erasing must be in \[0, 1\], got 1.5"):
+        ImageAugmentation(1, 3, random_erasing=1.5)
+
+
 def test_tiny_model_learns_three_classes(classifier):
     metrics = classifier.evaluate(bars(8, seed=2))
     assert metrics["accuracy"] == 1.0 and metrics["top_k_accuracy"] == 1.0
@@ -168,6 +184,31 @@ def test_tiny_model_learns_three_classes(classifier):
     rgb_png = png(np.repeat(tf.image.resize(images[2], (24, 24)).numpy(), 3, axis=-1))
     assert classifier.predict(rgb_png)["label"][0] == "top"
     assert classifier.predict([])["probabilities"].shape == (0, 3)
+
+
+def test_weight_averaging_trains_the_raw_weights_and_keeps_the_average():
+    """`training.ema_momentum`: the raw weights train as without it (Adam's moments, which only see
+    their gradients, agree), validation and the kept best epoch use the averaged weights. Without
+    augmentation, whose random draws differ between runs in one process."""
+    options = {**TINY, "augmentation": {"enabled": False}, "training": {**TINY["training"], "epochs": 3}}
+    averaging = {**options, "training": {**options["training"], "ema_momentum": 0.8}}
+    validation = bars(6, seed=3)
+    plain = ImageClassifier.train(bars(), options, validation_data=validation, verbose=0)
+    averaged = ImageClassifier.train(bars(), averaging, validation_data=validation, verbose=0)
+
+    def moments(task):
+        return [v.numpy() for v in task.model.optimizer.variables if v.path.endswith(("_momentum", "_velocity"))]
+
+    assert len(moments(plain)) == len(plain.model.trainable_variables) * 2
+    for a, b in zip(moments(plain), moments(averaged)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    metrics = averaged.training_metrics
+    best_validation_loss = metrics["history"]["val_loss"][metrics["best_epoch"] - 1]
+    assert metrics["validation"]["loss"] == pytest.approx(best_validation_loss, rel=1e-5)
+    assert min(metrics["history"]["val_loss"]) == best_validation_loss
+    assert not np.allclose(plain.model.get_weights()[0], averaged.model.get_weights()[0])
+    with pytest.raises(ConfigError, match=r"ema_momentum must be in \(0, 1\)"):
+        ImageClassifier.resolve_config({"training": {"ema_momentum": 1.0}})
 
 
 def test_predict_bad_input_messages(classifier, tmp_path):

@@ -21,6 +21,9 @@ class TrainingConfig:
     a cosine (`decay: cosine`) or a line (`decay: linear`, BERT's fine-tuning schedule).
     `max_seconds` stops a run after that much training time (checked after every step; the
     stopped epoch is still validated, and a resumed run has the time again).
+    `ema_momentum` (e.g. 0.999; null: off) keeps an exponential moving average of the weights,
+    updated inside the compiled step: validation, the best epoch's weights and so the trained
+    model use the average, while training continues on the raw weights.
     """
 
     epochs: int = 10
@@ -34,6 +37,7 @@ class TrainingConfig:
     strategy: str = "default"
     decay: str = "cosine"
     max_seconds: float | None = None
+    ema_momentum: float | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "checkpoint_steps"):
@@ -41,6 +45,8 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be > 0 (or null), got {self.max_seconds}.")
+        if self.ema_momentum is not None and not 0.0 < self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in (0, 1) (or null), got {self.ema_momentum}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -133,8 +139,11 @@ def adamw(training: TrainingConfig, learning_rate, no_decay: Sequence[str], lazy
           **options) -> keras.optimizers.AdamW:
     """AdamW (`LazyAdamW` when `lazy`) at `learning_rate` (a number or schedule) with
     `training.weight_decay`, except on variables whose names contain one of `no_decay` (norms,
-    biases, embeddings); `options` go to `AdamW`."""
+    biases, embeddings); `training.ema_momentum` turns on Keras' weight averaging (`use_ema`);
+    `options` go to `AdamW`."""
     optimizer_class = LazyAdamW if lazy else keras.optimizers.AdamW
+    if training.ema_momentum is not None:
+        options = {"use_ema": True, "ema_momentum": training.ema_momentum, **options}
     optimizer = optimizer_class(learning_rate=learning_rate, weight_decay=training.weight_decay, **options)
     optimizer.exclude_from_weight_decay(var_names=list(no_decay))
     return optimizer

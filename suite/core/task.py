@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from suite._version import __version__
-from suite.config import from_dict, load_config, to_dict
+from suite.config import ConfigError, from_dict, load_config, to_dict
 from suite.core.optim import TrainingConfig, adamw, warmup_schedule
 from suite.core.training import fit_task
 from suite.distribute import make_strategy, xla_steps_allowed
@@ -140,11 +140,17 @@ class Task:
 
     @classmethod
     def resolve_config(cls, config=None, overrides: dict | None = None):
-        """`config` (dataclass, dict, YAML path or None) with `overrides` applied.
+        """`config` (dataclass, dict, YAML path, the name of a config the task ships such as
+        "image_classification_small" (see `config_names`), or None) with `overrides` applied.
 
         A key that is not a top-level field but is one of `training`'s (`epochs`) is read
         as `training.<key>`.
         """
+        if isinstance(config, (str, Path)) and not Path(config).is_file():
+            if str(config) not in cls.config_names():
+                raise ConfigError(f"Config file {config} does not exist, and {cls.__name__} ships no config of "
+                                  f"that name (it ships: {', '.join(cls.config_names())}).")
+            config = cls.config_file(str(config))
         training_keys = {f.name for f in dataclasses.fields(TrainingConfig)}
         top_keys = {f.name for f in dataclasses.fields(cls.config_class)}
         resolved = {
@@ -156,8 +162,18 @@ class Task:
     @classmethod
     def config_file(cls, name: str | None = None) -> Path:
         """The YAML config `name` (default: the domain's) shipped in the task's package `configs/`."""
-        package = cls.__module__.rsplit(".", 1)[0]
-        return Path(str(importlib.resources.files(package) / "configs" / f"{name or cls.domain}.yaml"))
+        return cls._configs_folder() / f"{name or cls.domain}.yaml"
+
+    @classmethod
+    def config_names(cls) -> list[str]:
+        """The names of the configs shipped for this task: the domain's and its variants (`<domain>_*`)."""
+        folder = cls._configs_folder()
+        names = [] if not folder.is_dir() else sorted(path.stem for path in folder.glob(f"{cls.domain}*.yaml"))
+        return [name for name in names if name == cls.domain or name.startswith(f"{cls.domain}_")]
+
+    @classmethod
+    def _configs_folder(cls) -> Path:
+        return Path(str(importlib.resources.files(cls.__module__.rsplit(".", 1)[0]) / "configs"))
 
     @classmethod
     def data_parts(cls, config, data=None, validation_data=None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -38,6 +39,9 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
     deadline = None if training.max_seconds is None else start + training.max_seconds
     if deadline is not None:
         callbacks.append(_StopAt(deadline))
+    averaged = training.ema_momentum is not None
+    if averaged:
+        callbacks.append(_ValidateAveraged())
     while progress.epoch < training.epochs and not progress.stopped:
         epoch_callbacks = [*callbacks, _RunProgbar(training.epochs)] if verbose else list(callbacks)
         if checkpoint is not None:
@@ -52,10 +56,11 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
             verbose=verbose,
         )
         if progress.end_epoch({k: float(v[-1]) for k, v in history.history.items()}):
-            if checkpoint is None:
-                best_weights = task.model.get_weights()
-            else:
-                checkpoint.save_best()
+            with averaged_weights(task.model) if averaged else contextlib.nullcontext():
+                if checkpoint is None:
+                    best_weights = task.model.get_weights()
+                else:
+                    checkpoint.save_best()
         progress.stopped = ((bool(training.early_stopping_patience) and progress.wait >= training.early_stopping_patience)
                             or (deadline is not None and time.perf_counter() >= deadline))
         if checkpoint is not None:
@@ -65,6 +70,8 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
             task.model.set_weights(best_weights)
         else:
             checkpoint.restore_best()
+    elif averaged:
+        task.model.optimizer.finalize_variable_values(task.model.trainable_variables)
     metrics = {
         "domain": task.domain,
         "train_seconds": round(time.perf_counter() - start, 2),
@@ -89,6 +96,51 @@ class _StopAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if time.perf_counter() >= self.deadline:
             self.model.stop_training = True
+
+
+def _swap_averages(model: keras.Model) -> None:
+    """Exchanges the model's trainable weights with the optimizer's moving averages of them (`use_ema`)."""
+    averages = model.optimizer._model_variables_moving_average
+    for variable, average in zip(model.trainable_variables, averages):
+        if average is not None:
+            value = keras.ops.copy(variable.value)
+            variable.assign(average)
+            average.assign(value)
+
+
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model):
+    """Within the block the model holds the moving averages of its weights; the raw ones after."""
+    _swap_averages(model)
+    try:
+        yield model
+    finally:
+        _swap_averages(model)
+
+
+class _ValidateAveraged(keras.callbacks.Callback):
+    """Validates on the averaged weights and keeps training the raw ones (`ema_momentum`).
+
+    Keras' `fit` ends by overwriting the weights with their averages (`finalize_variable_values`),
+    while this loop goes on training the raw weights in the next epoch's `fit`: they are kept at
+    the epoch's end and put back when `fit` ends.
+    """
+
+    def on_test_begin(self, logs=None):
+        _swap_averages(self.model)
+
+    def on_test_end(self, logs=None):
+        _swap_averages(self.model)
+
+    def on_train_begin(self, logs=None):
+        self.raw = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.raw = [keras.ops.copy(variable.value) for variable in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        for variable, value in zip(self.model.trainable_variables, self.raw or ()):
+            variable.assign(value)
 
 
 def _epoch_dataset(task, train_data, epoch: int) -> tf.data.Dataset:

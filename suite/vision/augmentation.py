@@ -1,4 +1,5 @@
-"""Train-time image augmentation for tf.data: Keras geometric layers, keras-cv RandAugment, MixUp/CutMix.
+"""Train-time image augmentation for tf.data: Keras geometric layers, keras-cv RandAugment, Keras
+RandomErasing, keras-cv MixUp/CutMix.
 
 Works on batches of raw pixels, `images (batch, H, W, C)` float32 in [0, 255], before the model's own
 Resizing/Rescaling stem. keras-cv 0.9 runs under Keras 3.15 here (TensorFlow backend, inside tf.data);
@@ -21,7 +22,9 @@ class ImageAugmentation:
     """`(images (b, H, W, C) float32 in [0, 255], labels) -> (images, labels)` with the same shapes.
 
     Applied in order: RandomTranslation / RandomRotation / RandomZoom (and RandomFlip("horizontal")
-    when `horizontal_flip`; keep it off for digits), keras-cv RandAugment, then keras-cv MixUp or
+    when `horizontal_flip`; keep it off for digits), keras-cv RandAugment, Keras RandomErasing
+    (Zhong et al. 2020: with probability `random_erasing` per image, one rectangle of 2-33 % of the
+    area is filled with noise), then keras-cv MixUp or
     CutMix (one of them per batch, chosen at random, when both are on). MixUp/CutMix mix labels, so
     they need one-hot labels `(b, num_classes)` float32: `soft_labels` is True when either is on and
     `ImagePreprocessor.dataset` then one-hot encodes the labels. Otherwise labels pass through.
@@ -42,6 +45,7 @@ class ImageAugmentation:
         rand_augment: bool = True,
         augmentations_per_image: int = 2,
         magnitude: float = 0.2,
+        random_erasing: float = 0.0,
         mixup: bool = False,
         cutmix: bool = False,
         fill_mode: str = "constant",
@@ -54,8 +58,9 @@ class ImageAugmentation:
         for name, value in (("translation", translation), ("rotation", rotation), ("zoom", zoom)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
-        if not 0.0 <= magnitude <= 1.0:
-            raise ValueError(f"magnitude must be in [0, 1], got {magnitude!r}.")
+        for name, value in (("magnitude", magnitude), ("random_erasing", random_erasing)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
         if augmentations_per_image < 1:
             raise ValueError(f"augmentations_per_image must be at least 1, got {augmentations_per_image!r}.")
         if fill_mode not in FILL_MODES:
@@ -63,7 +68,8 @@ class ImageAugmentation:
         self._config = dict(
             channels=channels, num_classes=num_classes, translation=translation, rotation=rotation,
             zoom=zoom, horizontal_flip=horizontal_flip, rand_augment=rand_augment,
-            augmentations_per_image=augmentations_per_image, magnitude=magnitude, mixup=mixup,
+            augmentations_per_image=augmentations_per_image, magnitude=magnitude,
+            random_erasing=random_erasing, mixup=mixup,
             cutmix=cutmix, fill_mode=fill_mode, seed=seed,
         )
         self.channels = channels
@@ -77,6 +83,11 @@ class ImageAugmentation:
                 seed=seed + 10,
             )
             if rand_augment
+            else None
+        )
+        self._erasing = (
+            keras.layers.RandomErasing(factor=(random_erasing, random_erasing), value_range=(0, 255), seed=seed + 30)
+            if random_erasing
             else None
         )
         mixers = []
@@ -111,6 +122,8 @@ class ImageAugmentation:
             images = layer(images, training=True)
         if self._rand_augment is not None:
             images = self._apply_rand_augment(images)
+        if self._erasing is not None:
+            images = self._erasing(images, training=True)
         if self._mixer is not None:
             mixed = self._mixer({"images": images, "labels": tf.cast(labels, tf.float32)}, training=True)
             images, labels = mixed["images"], mixed["labels"]

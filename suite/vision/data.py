@@ -103,7 +103,8 @@ def read_images(
         what = "an ImageData" if isinstance(source, ImageData) else repr(str(source))
         if labels is not None:
             raise ValueError(f"labels must be None when source is {what}: it holds its own labels.")
-        if class_names is not None and kind is None:
+        same_names = isinstance(source, ImageData) and list(source.class_names) == list(class_names or ())
+        if class_names is not None and kind is None and not same_names:
             raise ValueError(f"class_names is for IDX, .npz and array data; source {what} names its own classes.")
     if isinstance(source, ImageData):
         items, names = list(source.images), _indexed("images", len(source))

@@ -49,6 +49,7 @@ class AugmentationConfig:
     rand_augment: bool = False
     augmentations_per_image: int = 2
     magnitude: float = 0.2
+    random_erasing: float = 0.0
     mixup: bool = False
     cutmix: bool = False
     fill_mode: str = "constant"
