@@ -101,11 +101,12 @@ def small_cnn(task: ImageClassifier) -> keras.Model:
     return keras.Model(images, keras.layers.Dense(pre.num_classes)(x), name="small_cnn")
 
 
-def cnn_baseline(task: ImageClassifier, train, test, epochs: int) -> dict:
-    """The small CNN on the ViT's training pipeline (augmentation, one-hot smoothed labels)."""
+def cnn_baseline(task: ImageClassifier, train, test, epochs: int, build=small_cnn) -> dict:
+    """The CNN `build(task)` (default `small_cnn`) on the ViT's training pipeline (augmentation,
+    one-hot smoothed labels)."""
     config = task.config
     training = task.dataset(train, training=True)
-    model = small_cnn(task)
+    model = build(task)
     steps = epochs * (len(train) // config.training.batch_size)
     model.compile(
         optimizer=keras.optimizers.AdamW(warmup_schedule(config.training, steps), weight_decay=1e-4),
@@ -191,7 +192,7 @@ def main(argv=None) -> dict:
 
     figures = {"logistic_regression": logistic_regression(train, validation, test)}
     with Stopwatch() as watch:
-        vit = ImageClassifier.train(train, config, validation_data=validation, verbose=args.verbose)
+        vit = ImageClassifier.train(config=config, verbose=args.verbose)  # the split `parts` holds
     test_metrics = vit.evaluate(test)
     figures["vit"] = {
         "test_accuracy": round(test_metrics["accuracy"], 4),

@@ -94,6 +94,19 @@ def test_config_errors_name_the_key(repo_root):
     assert ImageClassifier.resolve_config({"image_size": [7, 9], "patch_size": 4, "stem": "conv"}).image_size == (7, 9)
 
 
+def test_configs_by_name_and_the_small_regime():
+    assert ImageClassifier.config_names() == ["image_classification", "image_classification_small"]
+    small = ImageClassifier.resolve_config("image_classification_small", {"epochs": 2})
+    assert (small.stem, small.pooling, small.backbone.d_model, small.training.epochs) == ("conv", "sequence", 128, 2)
+    assert not small.augmentation.horizontal_flip  # digits stay valid
+    preprocessor = ImagePreprocessor(CLASSES, (28, 28), 1)
+    model = ImageClassifier.build_model(preprocessor, small)
+    assert model.get_layer("patch_tokens").output.shape[1:] == (49, 128)
+    with pytest.raises(ConfigError, match="ships no config of that name .it ships: image_classification, "
+                                          "image_classification_small"):
+        ImageClassifier.resolve_config("image_classification_large")
+
+
 @pytest.mark.parametrize("image_size, tokens", [((8, 8), 4), ((28, 28), 49), ((28, 20), 35)])
 def test_conv_stem_token_grid(image_size, tokens):
     """Two conv layers, each halving the sides (rounding up): 8x8 -> 2x2, 28x28 -> 7x7, 28x20 -> 7x5."""
