@@ -41,7 +41,7 @@ import keras_cv  # noqa: E402
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 
-from bench_vit import EpochTimer, cnn_baseline, logistic_regression  # noqa: E402
+from bench_vit import cnn_baseline, logistic_regression, training_throughput  # noqa: E402
 from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
 from suite.vision.task import ImageClassifier  # noqa: E402
 
@@ -123,7 +123,7 @@ def vit(config, parts: dict, verbose: int) -> dict:
 
 def throughput(config, train, repetitions: int) -> dict:
     """Images/s of the input pipeline alone (one pass of augmented training batches) and of a fresh
-    model's training epochs on a 10,240-image subset (the first, compiling epoch excluded)."""
+    model's training epochs on a 10,240-image subset (`bench_vit.training_throughput`)."""
     task = ImageClassifier.create(train, config)
     rates = []
     for _ in range(repetitions):
@@ -131,18 +131,13 @@ def throughput(config, train, repetitions: int) -> dict:
         for images, _ in task.dataset(train, training=True):
             count += int(images.shape[0])
         rates.append(count / (time.perf_counter() - start))
-    subset = train.subset(np.arange(min(len(train), 10_240)))
-    task.compile(total_steps=1000)
-    timer = EpochTimer()
-    task.model.fit(task.dataset(subset, training=True), epochs=repetitions + 1, callbacks=[timer], verbose=0)
-    batch = config.training.batch_size
-    per_epoch = len(subset) // batch * batch
-    steps = [per_epoch / (b - a) for a, b in zip(timer.ends[1:], timer.ends[2:])]
+    training = training_throughput(train.subset(np.arange(min(len(train), 10_240))), config, repetitions)
+    pipeline = statistics.median(rates)
     return {
-        "input_pipeline_images_per_s": round(statistics.median(rates), 1),
-        "training_images_per_s": round(statistics.median(steps), 1),
-        "batch_size": batch,
-        "pipeline_to_training_ratio": round(statistics.median(rates) / statistics.median(steps), 1),
+        "input_pipeline_images_per_s": round(pipeline, 1),
+        "training_images_per_s": training["images_per_s_median"],
+        "batch_size": training["batch_size"],
+        "pipeline_to_training_ratio": round(pipeline / training["images_per_s_median"], 1),
     }
 
 

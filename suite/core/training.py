@@ -56,7 +56,7 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
             verbose=verbose,
         )
         if progress.end_epoch({k: float(v[-1]) for k, v in history.history.items()}):
-            with averaged_weights(task.model) if averaged else contextlib.nullcontext():
+            with _averaged_weights(task.model) if averaged else contextlib.nullcontext():
                 if checkpoint is None:
                     best_weights = task.model.get_weights()
                 else:
@@ -109,7 +109,7 @@ def _swap_averages(model: keras.Model) -> None:
 
 
 @contextlib.contextmanager
-def averaged_weights(model: keras.Model):
+def _averaged_weights(model: keras.Model):
     """Within the block the model holds the moving averages of its weights; the raw ones after."""
     _swap_averages(model)
     try:
