@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from suite.text.data import maximal_phrases, read_text_table
-from suite.text.preprocessor import CLS_ID, MASK_ID, PAD_ID, TextPreprocessor, mask_tokens
+from suite.text.preprocessor import CLS_ID, MASK_ID, PAD_ID, RESERVED_TOKENS, SEP_ID, TextPreprocessor, mask_tokens
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "text_classification"
 SST2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "sst2"
@@ -162,6 +162,45 @@ def test_tokenizer_inside_a_saved_model_equals_the_direct_call(tmp_path, pre):
         np.testing.assert_array_equal(served[1].numpy(), direct[1].numpy())
 
 
+NUMBERED = [f"w{i}" for i in range(20)]  # "w{i}" is token id 5 + i
+
+
+def numbered(truncation: str, separator: bool = True) -> TextPreprocessor:
+    return TextPreprocessor([*RESERVED_TOKENS, *NUMBERED], bucket_lengths=(4, 10), separator=separator,
+                            truncation=truncation)
+
+
+def test_head_tail_truncation_keeps_the_start_and_the_end():
+    long, short, fits = " ".join(NUMBERED), "w3 w4", " ".join(NUMBERED[:8])
+    head, both = numbered("head"), numbered("head_tail")
+    # 10 tokens leave 8 word pieces between [CLS] and [SEP]: the first 8, or the first 2 and the last 6.
+    assert head.tf_token_ids([long, short]).to_list() == [[CLS_ID, *range(5, 13), SEP_ID], [CLS_ID, 8, 9, SEP_ID]]
+    assert both.tf_token_ids([long, short]).to_list() == [[CLS_ID, 5, 6, *range(19, 25), SEP_ID],
+                                                          [CLS_ID, 8, 9, SEP_ID]]
+    assert both.tf_token_ids([fits]).to_list() == head.tf_token_ids([fits]).to_list() == [[CLS_ID, *range(5, 13), SEP_ID]]
+    # Without [SEP]: 9 word pieces, 3 + 6; at sequence_length 6 with [SEP]: 4 word pieces, 1 + 3.
+    assert numbered("head_tail", separator=False).tf_token_ids([long]).to_list() == [[CLS_ID, 5, 6, 7, *range(19, 25)]]
+    np.testing.assert_array_equal(both.tf_tokenize([long], 6)[0].numpy(), [[CLS_ID, 5, 22, 23, 24, SEP_ID]])
+    traced = tf.function(lambda text: both.tf_tokenize(text)[0], input_signature=[tf.TensorSpec([None], tf.string)])
+    np.testing.assert_array_equal(traced(tf.constant([long, short, ""])).numpy(),
+                                  both.tf_tokenize([long, short, ""])[0].numpy())
+    np.testing.assert_array_equal(both.word_piece_counts([long, short, ""]), [20, 2, 0])
+    assert both.word_piece_counts(pd.DataFrame({"text": [long]})).tolist() == [20]
+    assert both.word_piece_counts([]).shape == (0,)
+
+
+def test_truncation_round_trips_and_is_checked(train):
+    both = numbered("head_tail")
+    restored = TextPreprocessor.from_config(json.loads(json.dumps(both.get_config())))
+    assert restored.truncation == "head_tail" and restored.get_config() == both.get_config()
+    assert both.with_labels(pd.DataFrame({"text": ["w1"], "label": ["x"]})).truncation == "head_tail"
+    saved_before_truncation = {k: v for k, v in both.get_config().items() if k != "truncation"}
+    assert TextPreprocessor.from_config(saved_before_truncation).truncation == "head"
+    assert TextPreprocessor.fit(train, vocabulary_size=100, truncation="head_tail").truncation == "head_tail"
+    with pytest.raises(ValueError, match=r"truncation must be one of \['head', 'head_tail'\], got 'tail'"):
+        TextPreprocessor(both.vocabulary, truncation="tail")
+
+
 def test_bucketing_gives_a_few_static_lengths():
     words = ["alpha", "beta", "gamma", "delta"]
     texts = [" ".join(words[i % 4] for i in range(n)) for n in range(40) for _ in range(3)]
@@ -200,17 +239,6 @@ def test_mask_tokens_proportions():
     assert ((masked >= 5) & (masked < 1000) | (masked == MASK_ID) | ~real).all()
     again = mask_tokens(ids, mask, tf.constant([1, 2]), vocab_size=1000)[0].numpy()
     np.testing.assert_array_equal(masked, again)
-
-
-def test_unlabeled_dataset_masks_afresh_each_epoch(pre, train):
-    plain = next(iter(pre.unlabeled_dataset(train, 16)))
-    assert set(plain) == {"token_ids", "padding_mask"}
-    data = pre.unlabeled_dataset(train["text"].tolist(), 16, mask_rate=0.3, seed=5)
-    (first, targets, weights), (second, _, _) = next(iter(data)), next(iter(data))
-    np.testing.assert_array_equal(targets.numpy(), plain["token_ids"].numpy())
-    changed = first["token_ids"].numpy() != targets.numpy()
-    assert (weights.numpy()[changed] == 1).all() and weights.numpy().sum() > 0
-    assert not np.array_equal(first["token_ids"].numpy(), second["token_ids"].numpy())
 
 
 def test_maximal_phrases_keep_each_sentence_once():

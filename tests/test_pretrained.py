@@ -245,6 +245,13 @@ def test_classifier_fine_tunes_from_a_checkpoint_and_exports_classify_and_embed(
                               init_from=classifier)
 
 
+def test_classifier_from_a_checkpoint_truncates_as_its_config_says(checkpoint):
+    config = TextClassifier.resolve_config(None, {"pretrained": str(checkpoint), "truncation": "head_tail",
+                                                  "learning_rate": 1e-4})
+    task = TextClassifier.create(pd.DataFrame({"text": ["a good film", "a dull movie"], "label": [1, 0]}), config)
+    assert task.preprocessor.truncation == "head_tail" and task.preprocessor.separator
+
+
 def test_linear_decay_warms_up_then_falls_to_zero():
     schedule = warmup_schedule(TrainingConfig(learning_rate=1.0, warmup_fraction=0.1, decay="linear"), 100)
     values = [float(schedule(step)) for step in (0, 5, 10, 55, 100, 120)]

@@ -50,6 +50,18 @@ def test_config_errors_name_the_key():
         TextClassifier.resolve_config(None, {"colour": 1})
 
 
+def test_truncation_reaches_the_preprocessors_the_classifier_builds():
+    config = TextClassifier.resolve_config(TINY, {"truncation": "head_tail"})
+    assert TextClassifier.fit_preprocessor(obvious_classes(1), config).truncation == "head_tail"
+    start = TextClassifier.create(obvious_classes(1), TextClassifier.resolve_config(TINY))
+    assert start.preprocessor.truncation == "head"
+    fine_tuned = TextClassifier.create(obvious_classes(1), config, init_from=start)
+    assert fine_tuned.preprocessor.truncation == "head_tail"
+    assert fine_tuned.preprocessor.vocabulary == start.preprocessor.vocabulary
+    with pytest.raises(ConfigError, match=r"truncation must be one of \['head', 'head_tail'\], got 'tail'"):
+        TextClassifier.resolve_config(None, {"truncation": "tail"})
+
+
 def test_yaml_config_loads(repo_root):
     config = TextClassifier.resolve_config(TextClassifier.config_file())
     assert config.data.text_columns == ("sentence", "content")
@@ -161,6 +173,7 @@ def test_pretrainer_masks_about_15_percent_and_fine_tunes(tmp_path):
     classifier = TextClassifier.train(obvious_classes(), {"vocabulary_size": 999}, init_from=pretrainer, epochs=1, verbose=0)
     assert classifier.preprocessor.vocabulary == pretrainer.preprocessor.vocabulary
     assert classifier.config.backbone == pretrainer.config.backbone
+    assert classifier.preprocessor.bucket_lengths == (16,)  # (32, 64, 128) cut at the 16 learned positions
     pretrainer.save(tmp_path / "mlm")
     np.testing.assert_allclose(suite.load(tmp_path / "mlm").embed(["great film"]), pretrainer.embed(["great film"]), atol=1e-6)
 

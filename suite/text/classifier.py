@@ -19,7 +19,9 @@ from suite.text.encoder import (
     TextEncoder,
     TextModelConfig,
     embed_texts,
+    encoder_config,
     pretrained_encoder,
+    readable_bucket_lengths,
     text_inputs,
 )
 from suite.text.preprocessor import TextPreprocessor
@@ -66,6 +68,7 @@ class TextClassifier(Task):
             vocabulary_size=config.vocabulary_size,
             lower_case=config.lower_case,
             bucket_lengths=config.bucket_lengths,
+            truncation=config.truncation,
         )
 
     @classmethod
@@ -79,8 +82,13 @@ class TextClassifier(Task):
         if not hasattr(init_from, "encoder"):
             raise ValueError(f"init_from must be a trained text task with an encoder (MaskedLMPretrainer or "
                              f"TextClassifier), got {type(init_from).__name__}.")
-        preprocessor = init_from.preprocessor.with_labels(train_data)
-        config = cls._encoder_config(config, preprocessor, init_from.config.backbone, init_from.config.type_vocabulary_size)
+        # The vocabulary and casing are the encoder's; the lengths texts are padded and cut to are this
+        # config's choice, as far as the encoder's positions reach.
+        buckets = readable_bucket_lengths(config.bucket_lengths, init_from.config.backbone)
+        preprocessor = TextPreprocessor.from_config(
+            {**init_from.preprocessor.get_config(), "truncation": config.truncation, "bucket_lengths": buckets}
+        ).with_labels(train_data)
+        config = encoder_config(config, preprocessor, init_from.config.backbone, init_from.config.type_vocabulary_size)
         task = cls(cls.build_model(preprocessor, config), preprocessor, config)
         task.encoder.set_weights(init_from.encoder.get_weights())
         return task
@@ -91,17 +99,9 @@ class TextClassifier(Task):
         if config.training.learning_rate > 1e-4:
             warnings.warn(f"training.learning_rate {config.training.learning_rate} is high for fine-tuning a "
                           "pretrained checkpoint; BERT recipes use 2e-5 to 1e-4.", stacklevel=3)
-        preprocessor = checkpoint.preprocessor(config.bucket_lengths).with_labels(train_data)
-        config = cls._encoder_config(config, preprocessor, checkpoint.backbone, checkpoint.type_vocabulary_size)
+        preprocessor = checkpoint.preprocessor(config.bucket_lengths, config.truncation).with_labels(train_data)
+        config = encoder_config(config, preprocessor, checkpoint.backbone, checkpoint.type_vocabulary_size)
         return cls(cls.build_model(preprocessor, config, pretrained_encoder(checkpoint)), preprocessor, config)
-
-    @staticmethod
-    def _encoder_config(config, preprocessor: TextPreprocessor, backbone, type_vocabulary_size: int):
-        """`config` with the vocabulary, casing, buckets and backbone of the encoder it starts from."""
-        return dataclasses.replace(
-            config, vocabulary_size=preprocessor.vocabulary_size, lower_case=preprocessor.lower_case,
-            bucket_lengths=preprocessor.bucket_lengths, backbone=backbone, type_vocabulary_size=type_vocabulary_size,
-        )
 
     @classmethod
     def build_model(cls, preprocessor, config, encoder: TextEncoder | None = None) -> keras.Model:

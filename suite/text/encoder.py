@@ -13,6 +13,7 @@ from keras import ops
 from suite.backbone import BackboneConfig, TransformerBackbone, as_backbone_config
 from suite.core.model import DomainModel
 from suite.export import string_batch
+from suite.text.preprocessor import TRUNCATIONS
 from suite.text.pretrained import BertCheckpoint
 
 
@@ -22,15 +23,23 @@ def _default_text_backbone() -> BackboneConfig:
 
 @dataclasses.dataclass
 class TextModelConfig:
-    """Vocabulary, sequence buckets and backbone shared by the classifier and the pretrainer."""
+    """Vocabulary, sequence buckets and backbone shared by the classifier and the pretrainer.
+
+    `truncation`: which word pieces a text longer than the longest bucket keeps, `head` (the first
+    ones) or `head_tail` (the first quarter of them from the start, the rest from the end; for long
+    texts such as reviews, see `suite.text.preprocessor`).
+    """
 
     vocabulary_size: int = 8000
     lower_case: bool = True
     bucket_lengths: tuple[int, ...] = (32, 64, 128)
     backbone: BackboneConfig = dataclasses.field(default_factory=_default_text_backbone)
     type_vocabulary_size: int = 0
+    truncation: str = "head"
 
     def __post_init__(self):
+        if self.truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {list(TRUNCATIONS)}, got {self.truncation!r}.")
         if self.backbone.position == "learned" and self.backbone.max_length < max(self.bucket_lengths):
             raise ValueError(
                 f"backbone.max_length ({self.backbone.max_length}) must cover the longest bucket "
@@ -92,6 +101,24 @@ class TextEncoder(DomainModel, keras.Model):
                 segment_ids = ops.zeros_like(inputs["token_ids"])
             embeddings = embeddings + self.segment_embedding(segment_ids)
         return self.backbone({"embeddings": embeddings, "padding_mask": inputs["padding_mask"]}, training=training)
+
+
+def readable_bucket_lengths(requested, backbone: BackboneConfig) -> tuple[int, ...]:
+    """`requested` bucket lengths cut at what `backbone` can read: with learned positions none past its
+    `max_length`, which then ends the list; rotary and sinusoidal positions read any length."""
+    requested = tuple(requested)
+    if backbone.position != "learned" or max(requested) <= backbone.max_length:
+        return requested
+    return (*[n for n in requested if n < backbone.max_length], backbone.max_length)
+
+
+def encoder_config(config, preprocessor, backbone: BackboneConfig, type_vocabulary_size: int):
+    """`config` (a `TextModelConfig`) with the vocabulary, casing, buckets and backbone of the encoder a
+    task starts from (a checkpoint's or another task's)."""
+    return dataclasses.replace(
+        config, vocabulary_size=preprocessor.vocabulary_size, lower_case=preprocessor.lower_case,
+        bucket_lengths=preprocessor.bucket_lengths, backbone=backbone, type_vocabulary_size=type_vocabulary_size,
+    )
 
 
 def pretrained_encoder(checkpoint: BertCheckpoint, name: str = "text_encoder") -> TextEncoder:

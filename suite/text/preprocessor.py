@@ -6,8 +6,11 @@
   of more than 100 characters become `[UNK]`, as in BERT's WordPiece.
 - Token ids: vocabularies fitted here start `[PAD]`=0, `[UNK]`=1, `[CLS]`=2, `[SEP]`=3, `[MASK]`=4; a
   checkpoint's vocabulary keeps its own ids (found by name). Sequences are `[CLS]` + word pieces
-  (+ `[SEP]` with `separator=True`, BERT's framing), truncated to the sequence length;
-  `padding_mask` is `token_ids != [PAD]`. Text that spells a special token ("[SEP]") is plain text.
+  (+ `[SEP]` with `separator=True`, BERT's framing), truncated to the sequence length: word pieces
+  from the start (`truncation="head"`), or with `"head_tail"` the first quarter of the word-piece
+  budget from the start and the rest from the end (Sun et al. 2019, "How to Fine-Tune BERT for Text
+  Classification?": 128 + 382 of 510 was best on IMDB); `padding_mask` is `token_ids != [PAD]`.
+  Text that spells a special token ("[SEP]") is plain text.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from suite.text.data import as_table, scalar_label, sorted_label_names
 RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(RESERVED_TOKENS))
 _TOKENIZE_CHUNK = 1024
+TRUNCATIONS = ("head", "head_tail")
 MAX_WORD_CHARACTERS = 100
 _CJK = (r"\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}\x{2B740}-\x{2B81F}"
         r"\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}")
@@ -54,8 +58,11 @@ class TextPreprocessor(tf.Module):
         bucket_lengths: Sequence[int] = (32, 64, 128),
         strip_accents: bool | None = None,
         separator: bool = False,
+        truncation: str = "head",
     ):
         super().__init__(name="text_preprocessor")
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {list(TRUNCATIONS)}, got {truncation!r}.")
         vocabulary = tuple(str(token) for token in vocabulary)
         needed = RESERVED_TOKENS[:4] if separator else RESERVED_TOKENS[:3]
         missing = [token for token in needed if token not in vocabulary]
@@ -75,7 +82,7 @@ class TextPreprocessor(tf.Module):
         self.vocabulary, self.label_names, self.bucket_lengths = vocabulary, names, buckets
         self.multi_label, self.lower_case = bool(multi_label), bool(lower_case)
         self.strip_accents = None if strip_accents is None else bool(strip_accents)
-        self.separator = bool(separator)
+        self.separator, self.truncation = bool(separator), truncation
         self.pad_id, self.unk_id, self.cls_id = (vocabulary.index(token) for token in RESERVED_TOKENS[:3])
         self.sep_id = vocabulary.index("[SEP]") if "[SEP]" in vocabulary else None
         self.mask_id = vocabulary.index("[MASK]") if "[MASK]" in vocabulary else None
@@ -92,6 +99,7 @@ class TextPreprocessor(tf.Module):
         vocabulary_size: int = 8000,
         lower_case: bool = True,
         bucket_lengths: Sequence[int] = (32, 64, 128),
+        truncation: str = "head",
     ) -> TextPreprocessor:
         """Learns the vocabulary (about `vocabulary_size` tokens) and the label names from training data.
 
@@ -114,7 +122,7 @@ class TextPreprocessor(tf.Module):
         vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
             texts, vocabulary_size, reserved_tokens=list(RESERVED_TOKENS))
         names = sorted_label_names(table["label"], multi_label) if "label" in table.columns else ()
-        return cls(vocabulary, names, multi_label, lower_case, bucket_lengths)
+        return cls(vocabulary, names, multi_label, lower_case, bucket_lengths, truncation=truncation)
 
     def with_labels(self, data: pd.DataFrame) -> TextPreprocessor:
         """The same vocabulary with label names (and multi-label flag) taken from `data`."""
@@ -137,16 +145,30 @@ class TextPreprocessor(tf.Module):
         """The longest bucket: texts are truncated to this many tokens, `[CLS]` included."""
         return self.bucket_lengths[-1]
 
+    def word_pieces(self, strings: tf.Tensor | Sequence[str]) -> tf.RaggedTensor:
+        """Strings `(batch,)` -> ragged int32 word-piece ids `(batch, (pieces))`, untruncated, no special tokens."""
+        strings = tf.convert_to_tensor(strings, dtype=tf.string)
+        words = split_words(normalize_text(strings, self.lower_case, self.strip_accents))
+        return self._tokenizer.tokenize(words).merge_dims(1, 2)
+
+    def word_piece_counts(self, texts: pd.DataFrame | Sequence[str]) -> np.ndarray:
+        """Texts `(n,)` (or a table's `text` column) -> the number of word pieces of each `(n,)` int64,
+        before truncation and without special tokens: a text was truncated when its count exceeds
+        `sequence_length - 1 - separator`."""
+        table = as_table(texts, False)
+        lengths = (tf.data.Dataset.from_tensor_slices(tf.constant(table["text"].tolist(), tf.string))
+                   .batch(_TOKENIZE_CHUNK).map(lambda text: self.word_pieces(text).row_lengths()))
+        return np.concatenate([np.zeros(0, np.int64), *(chunk.numpy() for chunk in lengths)])
+
     def tf_token_ids(self, strings: tf.Tensor | Sequence[str], max_length: int | None = None) -> tf.RaggedTensor:
         """Strings `(batch,)` -> ragged int32 ids `(batch, (len))`: `[CLS]` + word pieces (+ `[SEP]`),
-        len <= max_length."""
+        len <= max_length; the word pieces are cut as `truncation` says (see the module docstring)."""
         max_length = _positive_int("max_length", max_length or self.sequence_length)
         if max_length < 2 + self.separator:
             raise ValueError(f"max_length must leave room for a word piece after the special tokens, got {max_length}.")
-        strings = tf.convert_to_tensor(strings, dtype=tf.string)
-        words = split_words(normalize_text(strings, self.lower_case, self.strip_accents))
-        pieces = self._tokenizer.tokenize(words).merge_dims(1, 2)
-        pieces = pieces[:, : max_length - 1 - self.separator]
+        pieces = self.word_pieces(strings)
+        budget = max_length - 1 - self.separator
+        pieces = pieces[:, :budget] if self.truncation == "head" else head_tail(pieces, budget)
         rows = tf.stack([pieces.nrows(), 1])
         splits = pieces.row_splits.dtype
         parts = [tf.RaggedTensor.from_tensor(tf.fill(rows, self.cls_id), row_splits_dtype=splits), pieces]
@@ -214,26 +236,10 @@ class TextPreprocessor(tf.Module):
         return self._batches(table["text"].tolist(), targets, batch_size, shuffle, training, seed)
 
     def unlabeled_dataset(self, texts: pd.DataFrame | Sequence[str], batch_size: int, *, shuffle: bool = False,
-                          training: bool = False, seed: int | None = None,
-                          mask_rate: float | None = None) -> tf.data.Dataset:
-        """Batches `{"token_ids", "padding_mask"}` (as `dataset`, labels ignored) for MLM pretraining.
-
-        With `mask_rate`, yields `(masked_inputs, target_ids, weights)` from `mask_tokens`, masks drawn
-        afresh each epoch (deterministic per `seed`).
-        """
+                          training: bool = False, seed: int | None = None) -> tf.data.Dataset:
+        """Batches `{"token_ids", "padding_mask"}` of texts (as `dataset`, labels ignored), e.g. for MLM."""
         table = as_table(texts, False)
-        batches = self._batches(table["text"].tolist(), None, batch_size, shuffle, training, seed)
-        if mask_rate is None:
-            return batches
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-
-        def mask(inputs: dict, draw: tf.Tensor) -> tuple:
-            masked, targets, weights = mask_tokens(inputs["token_ids"], inputs["padding_mask"],
-                                                   tf.stack([draw, tf.constant(0, tf.int64)]),
-                                                   vocab_size=self.vocabulary_size, rate=mask_rate)
-            return {"token_ids": masked, "padding_mask": inputs["padding_mask"]}, targets, weights
-
-        return tf.data.Dataset.zip(batches, seeds).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
+        return self._batches(table["text"].tolist(), None, batch_size, shuffle, training, seed)
 
     def _batches(self, texts: list[str], targets: np.ndarray | None, batch_size: int, shuffle: bool,
                  training: bool, seed: int | None) -> tf.data.Dataset:
@@ -270,17 +276,30 @@ class TextPreprocessor(tf.Module):
         return {"vocabulary": list(self.vocabulary), "label_names": list(self.label_names),
                 "multi_label": self.multi_label, "lower_case": self.lower_case,
                 "bucket_lengths": list(self.bucket_lengths), "strip_accents": self.strip_accents,
-                "separator": self.separator}
+                "separator": self.separator, "truncation": self.truncation}
 
     @classmethod
     def from_config(cls, config: dict) -> TextPreprocessor:
         required = {"vocabulary", "label_names", "multi_label", "lower_case", "bucket_lengths"}
-        expected = required | {"strip_accents", "separator"}
+        expected = required | {"strip_accents", "separator", "truncation"}
         unknown, missing = sorted(set(config) - expected), sorted(required - set(config))
         if unknown or missing:
             raise ValueError(f"TextPreprocessor.from_config: unknown keys {unknown}, missing keys {missing}; "
                              f"expected {sorted(expected)}.")
         return cls(**config)
+
+
+def head_tail(pieces: tf.RaggedTensor, budget: int) -> tf.RaggedTensor:
+    """Ragged ids `(batch, (len))` -> at most `budget` of each row `(batch, (<= budget))`: a row that is
+    longer keeps its first `ceil(budget / 4)` ids and its last `budget - ceil(budget / 4)` (128 + 382 of
+    510, as Sun et al.); shorter rows are unchanged. Graph ops only (serving runs them)."""
+    lengths = pieces.row_lengths()
+    kept = tf.minimum(lengths, budget)
+    positions = tf.ragged.range(kept)
+    # Positions past the head move to the row's tail: by `lengths - budget` in long rows, by 0 in short ones.
+    skipped = (lengths - kept)[:, None]
+    indices = positions + tf.cast(positions >= -(-budget // 4), lengths.dtype) * skipped
+    return tf.gather(pieces, indices, batch_dims=1)
 
 
 def normalize_text(strings: tf.Tensor, lower_case: bool = True, strip_accents: bool | None = None) -> tf.Tensor:
@@ -314,13 +333,15 @@ def split_words(strings: tf.Tensor) -> tf.RaggedTensor:
 
 
 def mask_tokens(token_ids: tf.Tensor, padding_mask: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
-                rate: float = 0.15, mask_id: int = MASK_ID,
-                first_regular_id: int = len(RESERVED_TOKENS)) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                rate: float = 0.15, mask_id: int = MASK_ID, first_regular_id: int = len(RESERVED_TOKENS),
+                word_starts: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """BERT masking of `token_ids (b, L)`: returns `masked_ids (b, L)`, `target_ids (b, L)`, `weights (b, L)`.
 
     Each real token (not padding, id >= `first_regular_id`, so never `[CLS]`/`[UNK]`/...) is selected
     with probability `rate`; a selected token becomes `[MASK]` (80%), a random regular token (10%) or
     stays (10%). `weights` is 1.0 at selected positions. `seed` is a stateless seed `(2,)`.
+    With `word_starts (b, L)` (true where a word's first piece is), whole words are selected: every
+    piece of a selected word, as BERT's whole-word masking does.
     """
     if not 0.0 < rate < 1.0:
         raise ValueError(f"mask_tokens: rate must be in (0, 1), got {rate!r}.")
@@ -330,7 +351,12 @@ def mask_tokens(token_ids: tf.Tensor, padding_mask: tf.Tensor, seed: tf.Tensor, 
     shape = tf.shape(token_ids)
     select_seed, action_seed, random_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     selectable = tf.logical_and(tf.cast(padding_mask, tf.bool), token_ids >= first_regular_id)
-    selected = tf.logical_and(selectable, tf.random.stateless_uniform(shape, select_seed) < rate)
+    if word_starts is None:
+        draws = tf.random.stateless_uniform(shape, select_seed)
+    else:
+        words = tf.cumsum(tf.cast(word_starts, tf.int32), axis=1)
+        draws = tf.gather(tf.random.stateless_uniform(shape + [0, 1], select_seed), words, batch_dims=1)
+    selected = tf.logical_and(selectable, draws < rate)
     action = tf.random.stateless_uniform(shape, action_seed)
     random_ids = tf.random.stateless_uniform(shape, random_seed, minval=first_regular_id, maxval=vocab_size,
                                              dtype=tf.int32)

@@ -222,10 +222,12 @@ class BertCheckpoint:
         lengths = [n for n in (requested or _DEFAULT_BUCKETS) if n < self.max_length]
         return (*lengths, self.max_length)
 
-    def preprocessor(self, bucket_lengths: Sequence[int] | None = None) -> TextPreprocessor:
-        """A `TextPreprocessor` that tokenizes as this checkpoint's tokenizer: `[CLS] ... [SEP]`."""
+    def preprocessor(self, bucket_lengths: Sequence[int] | None = None, truncation: str = "head") -> TextPreprocessor:
+        """A `TextPreprocessor` that tokenizes as this checkpoint's tokenizer: `[CLS] ... [SEP]`; long
+        texts cut as `truncation` says (`head`, as the tokenizer does, or `head_tail`)."""
         return TextPreprocessor(self.vocabulary, lower_case=self.lower_case, strip_accents=self.strip_accents,
-                                bucket_lengths=self.bucket_lengths(bucket_lengths), separator=True)
+                                bucket_lengths=self.bucket_lengths(bucket_lengths), separator=True,
+                                truncation=truncation)
 
     def load_into(self, encoder) -> list[str]:
         """Copies every checkpoint tensor into `encoder` (a `TextEncoder` built from this checkpoint's
@@ -249,6 +251,25 @@ class BertCheckpoint:
         for names, _, variable, combine in assignments:
             variable.assign(combine(*(tensors[n].astype(np.float32) for n in names)).astype(variable.dtype))
         return skipped
+
+    def masked_lm_head(self) -> dict[str, np.ndarray] | None:
+        """The checkpoint's MLM head (`cls.predictions.*`) as `transform_kernel (d, d)`, `transform_bias`,
+        `norm_gamma`, `norm_beta` `(d,)` and `output_bias (vocabulary_size,)`; None when it has none,
+        as sentence-transformers models have none (its decoder is the tied word embedding)."""
+        tensors = _read_safetensors(self.path / "model.safetensors")
+        prefix = "cls.predictions."
+        names = {"transform_kernel": "transform.dense.weight", "transform_bias": "transform.dense.bias",
+                 "norm_gamma": "transform.LayerNorm.weight", "norm_beta": "transform.LayerNorm.bias",
+                 "output_bias": "bias"}
+        if not any(name.startswith(prefix) for name in tensors):
+            return None
+        missing = [prefix + n for n in names.values() if prefix + n not in tensors]
+        if missing:
+            raise CheckpointError(f"pretrained: {self.path / 'model.safetensors'} has an incomplete MLM head: "
+                                  f"missing {missing}.")
+        head = {key: tensors[prefix + name].astype(np.float32) for key, name in names.items()}
+        head["transform_kernel"] = head["transform_kernel"].T
+        return head
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
