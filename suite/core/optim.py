@@ -140,8 +140,10 @@ def adamw(training: TrainingConfig, learning_rate, no_decay: Sequence[str], lazy
     """AdamW (`LazyAdamW` when `lazy`) at `learning_rate` (a number or schedule) with
     `training.weight_decay`, except on variables whose names contain one of `no_decay` (norms,
     biases, embeddings); `training.ema_momentum` turns on Keras' weight averaging (`use_ema`);
-    `options` go to `AdamW`."""
+    `options` go to `AdamW`. The name is fixed (not numbered per process), so a checkpoint's
+    optimizer variables match when a run resumes in the process that was interrupted."""
     optimizer_class = LazyAdamW if lazy else keras.optimizers.AdamW
+    options = {"name": "lazy_adam_w" if lazy else "adam_w", **options}
     if training.ema_momentum is not None:
         options = {"use_ema": True, "ema_momentum": training.ema_momentum, **options}
     optimizer = optimizer_class(learning_rate=learning_rate, weight_decay=training.weight_decay, **options)

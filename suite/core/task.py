@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -94,6 +95,14 @@ class Task:
     def dataset(self, data, training: bool = False) -> tf.data.Dataset:
         """Batches of `(inputs, targets)` for `data` as read by `read`."""
         raise NotImplementedError
+
+    def steps_per_epoch(self, data) -> int:
+        """Training steps in one epoch over read `data`; the learning-rate schedule spans them."""
+        return math.ceil(len(data) / self.config.training.batch_size)
+
+    def throughput_unit(self) -> tuple[str, int]:
+        """`(unit, count)`: what one training step processes, for the rate the progress bar shows."""
+        return "examples", self.config.training.batch_size
 
     def compile(self, total_steps: int) -> None:
         """Compiles `self.model` (`self.optimizer(total_steps)`, loss, metrics) with `jit_compile=True`."""

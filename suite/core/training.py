@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from pathlib import Path
 
@@ -24,10 +23,9 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
     if resume and output_dir is None:
         raise ValueError("resume=True needs the output_dir of the run to resume.")
     val_ds = None if validation_data is None else task.dataset(validation_data)
-    steps_per_epoch = math.ceil(len(train_data) / training.batch_size)
-    task.compile_in_scope(total_steps=training.epochs * steps_per_epoch, build_optimizer=True)
+    task.compile_in_scope(total_steps=training.epochs * task.steps_per_epoch(train_data), build_optimizer=True)
     progress, checkpoint, best_weights = TrainingProgress(), None, None
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks: list[keras.callbacks.Callback] = [_Throughput(*task.throughput_unit())]
     if output_dir is not None:
         output_dir = Path(output_dir)
         identity = {"config": to_dict(task.config), "preprocessor": task.preprocessor.get_config()}
@@ -84,6 +82,30 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
     if output_dir is not None:
         write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Adds `<unit>_per_second`, the epoch's training rate so far, to the logs the progress bar, TensorBoard
+    and the history see. Timed from the end of the epoch's first step, which may compile."""
+
+    def __init__(self, unit: str, per_step: int):
+        super().__init__()
+        self.key, self.per_step = f"{unit}_per_second", per_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.rate = None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self.start is None:
+            self.start, self.first = now, batch
+        elif logs is not None:
+            self.rate = self.per_step * (batch - self.first) / (now - self.start)
+            logs[self.key] = self.rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.rate is not None:
+            logs[self.key] = self.rate
 
 
 class _StopAt(keras.callbacks.Callback):
