@@ -133,6 +133,11 @@ def word_start_tokens(vocabulary: tuple[str, ...]) -> np.ndarray:
     return np.array([not token.startswith("##") for token in vocabulary])
 
 
+def _full_rows(token_ids: tf.Tensor) -> dict:
+    """Packed rows `(b, L)` as encoder inputs: no padding."""
+    return {"token_ids": token_ids, "padding_mask": tf.ones_like(token_ids, tf.bool)}
+
+
 def masked_positions(weights: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
     """The first `count` selected positions of each row of `weights (batch, L)` (selected first,
     then unselected, each in position order): `(batch, count)` int32."""
@@ -244,8 +249,7 @@ class MaskedLMPretrainer(Task):
             rows = packed_sequences(self._documents(data, training), self.preprocessor, length)
             if training:
                 rows = rows.shuffle(_PACKED_ROW_BUFFER, seed=training_config.seed)
-            batches = rows.batch(training_config.batch_size, drop_remainder=training).map(
-                lambda ids: {"token_ids": ids, "padding_mask": tf.ones_like(ids, tf.bool)})
+            batches = rows.batch(training_config.batch_size, drop_remainder=training).map(_full_rows)
         else:
             batches = self.preprocessor.unlabeled_dataset(
                 data.rows if isinstance(data, PretrainingText) else data, training_config.batch_size,
