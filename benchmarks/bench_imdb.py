@@ -14,8 +14,10 @@ the test split. The Transformers train on 22,500 of the training rows and select
     checkpoint (its config names `pretrained`, e.g. a MiniLM), text_classification_imdb_pretrained.yaml's;
     the row is then called `minilm_continued`, and `imdb_minilm` alone also runs it.
   - `imdb_minilm`: all-MiniLM-L6-v2 fine-tuned, `suite/text/configs/text_classification_imdb_pretrained.yaml`.
+  - `sst2_scratch`: SST-2 dev accuracy of the classifier from scratch (text_classification.yaml).
   - `sst2_from`: SST-2 dev accuracy fine-tuned from `--pretrained-task` (text_classification.yaml, or
     text_classification_pretrained.yaml for a continued checkpoint), as bench_text_classification does.
+`--set KEY=VALUE` overrides the fine-tuning config of `imdb_from` and `sst2_from` (e.g. a learning rate).
 Every Transformer runs once per `--seeds` (mean and spread reported). The IMDB test accuracy of every model
 is on the same clean test rows: those whose text is not a line of `imdb/reviews.txt.gz`, the MLM corpus
 (389 distinct texts, README), so that a model pretrained on it is not scored on reviews it has read;
@@ -58,12 +60,12 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import suite  # noqa: E402
 from bench_text_classification import load_splits, over_seeds, tfidf_baseline, train_classifiers  # noqa: E402
-from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
+from common import Stopwatch, add_overrides_option, emit, load_average, machine_info, overrides  # noqa: E402
 from suite.tasks import MaskedLMPretrainer, TextClassifier  # noqa: E402
 from suite.text.data import read_text_table  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
-PARTS = ("tfidf", "imdb_scratch", "imdb_from", "imdb_minilm", "sst2_from")
+PARTS = ("tfidf", "imdb_scratch", "imdb_from", "imdb_minilm", "sst2_scratch", "sst2_from")
 NEEDS_TASK = ("imdb_from", "sst2_from")
 IMDB_CONFIG = TextClassifier.config_file("text_classification_imdb")
 IMDB_PRETRAINED_CONFIG = TextClassifier.config_file("text_classification_imdb_pretrained")
@@ -92,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="smoke run: a few hundred rows, tiny models, one epoch (MiniLM: 64 rows)")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity (stderr)")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON object to this file")
+    add_overrides_option(parser)
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}.")
@@ -232,12 +235,12 @@ def continued_checkpoint(pretrainer) -> bool:
     return getattr(pretrainer.config, "pretrained", None) is not None
 
 
-def from_task_config(pretrainer, small: Path, checkpoint: Path, quick: bool):
+def from_task_config(pretrainer, small: Path, checkpoint: Path, quick: bool, changes: dict):
     """The classifier config to fine-tune `pretrainer` with: `small`'s, or `checkpoint`'s (without its
-    `pretrained`, `init_from` brings the encoder) for a continued checkpoint."""
+    `pretrained`, `init_from` brings the encoder) for a continued checkpoint; `changes` (`--set`) on top."""
     path = checkpoint if continued_checkpoint(pretrainer) else small
-    overrides = {**(QUICK_OVERRIDES["from_task"] if quick else {}), "pretrained": None}
-    return path, TextClassifier.resolve_config(path, overrides)
+    changes = {**(QUICK_OVERRIDES["from_task"] if quick else {}), **changes, "pretrained": None}
+    return path, TextClassifier.resolve_config(path, changes)
 
 
 def quick_pretrainer(corpus: Path, workdir: Path):
@@ -288,15 +291,24 @@ def main(argv=None) -> dict:
         continued = pretrainer is not None and continued_checkpoint(pretrainer)
         if "imdb_from" in args.parts or ("imdb_minilm" in args.parts and continued):
             name = "minilm_continued" if continued else "from_task"
-            path, config = from_task_config(pretrainer, IMDB_CONFIG, IMDB_PRETRAINED_CONFIG, args.quick)
+            path, config = from_task_config(pretrainer, IMDB_CONFIG, IMDB_PRETRAINED_CONFIG, args.quick,
+                                            overrides(args.overrides))
             models[name] = train_imdb(name, splits, keep, config, args.seeds, args.verbose, init_from=pretrainer,
                                       config_name=str(path.relative_to(REPO)))
+        if "sst2_scratch" in args.parts:
+            sst2 = load_splits(args.data_dir / "sst2", args.quick)
+            config = TextClassifier.resolve_config(SST2_CONFIG, QUICK_OVERRIDES["scratch"] if args.quick else None)
+            fit = {"validation_data": sst2["validation"], "verbose": args.verbose}
+            runs = [figures for _, figures in train_classifiers(sst2, config, args.seeds, fit)]
+            result["sst2_scratch"] = {"config": str(SST2_CONFIG.relative_to(REPO)), **over_seeds(runs)}
         if "sst2_from" in args.parts:
             sst2 = load_splits(args.data_dir / "sst2", args.quick)
-            path, config = from_task_config(pretrainer, SST2_CONFIG, SST2_PRETRAINED_CONFIG, args.quick)
+            path, config = from_task_config(pretrainer, SST2_CONFIG, SST2_PRETRAINED_CONFIG, args.quick,
+                                            overrides(args.overrides))
             fit = {"validation_data": sst2["validation"], "verbose": args.verbose}
             runs = [figures for _, figures in train_classifiers(sst2, config, args.seeds, fit, init_from=pretrainer)]
-            result["sst2_from_task"] = {"config": str(path.relative_to(REPO)), **over_seeds(runs)}
+            result["sst2_from_task"] = {"config": str(path.relative_to(REPO)), "overrides": args.overrides,
+                                        **over_seeds(runs)}
     result["load_average_end"] = load_average()
     emit(result, args.output)
     return result

@@ -92,7 +92,9 @@ def is_corpus_file(source) -> bool:
 def document_pieces(documents: tf.data.Dataset, preprocessor) -> tf.data.Dataset:
     """Documents -> 1-D int32 word-piece ids of chunks of consecutive documents, each document
     followed by `[SEP]` (RoBERTa's document separator)."""
-    separator = preprocessor.vocabulary.index("[SEP]")
+    separator = preprocessor.sep_id
+    if separator is None:
+        raise ValueError("packing needs a [SEP] token between documents; the vocabulary has none.")
 
     def pieces(texts: tf.Tensor) -> tf.Tensor:
         words = preprocessor.word_pieces(texts)
@@ -113,7 +115,7 @@ def packed_sequences(documents: tf.data.Dataset, preprocessor, sequence_length: 
     body = sequence_length - 2
     if body < 1:
         raise ValueError(f"packed_sequences: sequence_length must be at least 3, got {sequence_length}.")
-    cls_id, sep_id = preprocessor.cls_id, preprocessor.vocabulary.index("[SEP]")
+    cls_id, sep_id = preprocessor.cls_id, preprocessor.sep_id
 
     def pack(carry: tf.Tensor, pieces: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pieces = tf.concat([carry, pieces], axis=0)
