@@ -9,14 +9,15 @@ the test split. The Transformers train on 22,500 of the training rows and select
     bench_text_classification (train.tsv, C on validation.tsv, accuracy on dev.tsv).
   - `imdb_scratch`: `TextClassifier` from scratch, `suite/text/configs/text_classification_imdb.yaml`.
   - `imdb_from`: fine-tuned from the saved task `--pretrained-task` (a `MaskedLMPretrainer` folder, e.g.
-    pretrained on `imdb/reviews.txt.gz`) with `init_from`, which brings its vocabulary, buckets and
-    backbone: with text_classification_imdb.yaml's training settings, or, when the pretrainer continued a
-    checkpoint (its config names `pretrained`, e.g. a MiniLM), text_classification_imdb_pretrained.yaml's;
-    the row is then called `minilm_continued`, and `imdb_minilm` alone also runs it.
+    pretrained on `imdb/reviews.txt.gz`) with `init_from`, which brings its vocabulary and backbone. Every
+    pretrained encoder fine-tunes with the same recipe, text_classification_imdb_pretrained.yaml (BERT's:
+    small learning rate, warm-up then linear decay), not with the from-scratch config's lr 1e-3; when the
+    pretrainer continued a checkpoint (its config names `pretrained`, e.g. a MiniLM) the row is called
+    `minilm_continued`, and `imdb_minilm` alone also runs it.
   - `imdb_minilm`: all-MiniLM-L6-v2 fine-tuned, `suite/text/configs/text_classification_imdb_pretrained.yaml`.
   - `sst2_scratch`: SST-2 dev accuracy of the classifier from scratch (text_classification.yaml).
-  - `sst2_from`: SST-2 dev accuracy fine-tuned from `--pretrained-task` (text_classification.yaml, or
-    text_classification_pretrained.yaml for a continued checkpoint), as bench_text_classification does.
+  - `sst2_from`: SST-2 dev accuracy fine-tuned from `--pretrained-task` with text_classification_pretrained.yaml
+    (the same pretrained-encoder recipe), as bench_text_classification does.
 `--set KEY=VALUE` overrides the fine-tuning config of `imdb_from` and `sst2_from` (e.g. a learning rate).
 Every Transformer runs once per `--seeds` (mean and spread reported). The IMDB test accuracy of every model
 is on the same clean test rows: those whose text is not a line of `imdb/reviews.txt.gz`, the MLM corpus
@@ -235,12 +236,11 @@ def continued_checkpoint(pretrainer) -> bool:
     return getattr(pretrainer.config, "pretrained", None) is not None
 
 
-def from_task_config(pretrainer, small: Path, checkpoint: Path, quick: bool, changes: dict):
-    """The classifier config to fine-tune `pretrainer` with: `small`'s, or `checkpoint`'s (without its
-    `pretrained`, `init_from` brings the encoder) for a continued checkpoint; `changes` (`--set`) on top."""
-    path = checkpoint if continued_checkpoint(pretrainer) else small
+def from_task_config(path: Path, quick: bool, changes: dict):
+    """The config that fine-tunes a pretrainer (`init_from`): the pretrained-encoder recipe `path`, without
+    its `pretrained` (`init_from` brings the encoder), `changes` (`--set`) on top."""
     changes = {**(QUICK_OVERRIDES["from_task"] if quick else {}), **changes, "pretrained": None}
-    return path, TextClassifier.resolve_config(path, changes)
+    return TextClassifier.resolve_config(path, changes)
 
 
 def quick_pretrainer(corpus: Path, workdir: Path):
@@ -291,10 +291,9 @@ def main(argv=None) -> dict:
         continued = pretrainer is not None and continued_checkpoint(pretrainer)
         if "imdb_from" in args.parts or ("imdb_minilm" in args.parts and continued):
             name = "minilm_continued" if continued else "from_task"
-            path, config = from_task_config(pretrainer, IMDB_CONFIG, IMDB_PRETRAINED_CONFIG, args.quick,
-                                            overrides(args.overrides))
+            config = from_task_config(IMDB_PRETRAINED_CONFIG, args.quick, overrides(args.overrides))
             models[name] = train_imdb(name, splits, keep, config, args.seeds, args.verbose, init_from=pretrainer,
-                                      config_name=str(path.relative_to(REPO)))
+                                      config_name=str(IMDB_PRETRAINED_CONFIG.relative_to(REPO)))
         if "sst2_scratch" in args.parts:
             sst2 = load_splits(args.data_dir / "sst2", args.quick)
             config = TextClassifier.resolve_config(SST2_CONFIG, QUICK_OVERRIDES["scratch"] if args.quick else None)
@@ -303,11 +302,10 @@ def main(argv=None) -> dict:
             result["sst2_scratch"] = {"config": str(SST2_CONFIG.relative_to(REPO)), **over_seeds(runs)}
         if "sst2_from" in args.parts:
             sst2 = load_splits(args.data_dir / "sst2", args.quick)
-            path, config = from_task_config(pretrainer, SST2_CONFIG, SST2_PRETRAINED_CONFIG, args.quick,
-                                            overrides(args.overrides))
+            config = from_task_config(SST2_PRETRAINED_CONFIG, args.quick, overrides(args.overrides))
             fit = {"validation_data": sst2["validation"], "verbose": args.verbose}
             runs = [figures for _, figures in train_classifiers(sst2, config, args.seeds, fit, init_from=pretrainer)]
-            result["sst2_from_task"] = {"config": str(path.relative_to(REPO)), "overrides": args.overrides,
+            result["sst2_from_task"] = {"config": str(SST2_PRETRAINED_CONFIG.relative_to(REPO)), "overrides": args.overrides,
                                         **over_seeds(runs)}
     result["load_average_end"] = load_average()
     emit(result, args.output)

@@ -112,6 +112,16 @@ def test_pretraining_on_a_corpus_reports_perplexity_tokens_per_second_and_exact_
     assert one.shape == (8, 16) and (one != 0).all()
 
 
+def test_max_steps_ends_the_run_and_the_schedule_spans_them(corpus_file):
+    pretrainer = MaskedLMPretrainer.train(corpus_file, TINY, held_out_documents=20, epochs=3, verbose=0,
+                                          **{"training.max_steps": 5, "training.decay": "linear"})
+    metrics, optimizer = pretrainer.training_metrics, pretrainer.model.optimizer
+    assert pretrainer.steps_per_epoch(TextCorpus.read(corpus_file).split(20)[1]) > 5
+    assert int(optimizer.iterations) == 5
+    assert metrics["epochs_run"] == 1 and len(metrics["history"]["val_loss"]) == 1
+    assert float(optimizer.learning_rate) == pytest.approx(0.0)
+
+
 def test_an_interrupted_corpus_run_resumes_to_the_uninterrupted_weights(corpus_file, tmp_path, monkeypatch):
     config = {**TINY, "held_out_documents": 20, "training": {**TINY["training"], "epochs": 2}}
     reference = MaskedLMPretrainer.train(corpus_file, config, verbose=0)

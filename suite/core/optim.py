@@ -19,8 +19,10 @@ class TrainingConfig:
 
     The learning rate rises linearly over `warmup_fraction` of the steps, then decays to zero along
     a cosine (`decay: cosine`) or a line (`decay: linear`, BERT's fine-tuning schedule).
-    `max_seconds` stops a run after that much training time (checked after every step; the
-    stopped epoch is still validated, and a resumed run has the time again).
+    `max_steps` ends a run after that many optimizer steps, and the schedule spans them (Hugging Face's
+    `max_steps`: a corpus too large to read whole in the budget); `max_seconds` stops a run after that
+    much training time, the schedule still laid out for all `epochs`. Both are checked after every
+    step; the stopped epoch is still validated, and a resumed run has the time again.
     `ema_momentum` (e.g. 0.999; null: off) keeps an exponential moving average of the weights,
     updated inside the compiled step: validation, the best epoch's weights and so the trained
     model use the average, while training continues on the raw weights.
@@ -36,6 +38,7 @@ class TrainingConfig:
     checkpoint_steps: int = 200
     strategy: str = "default"
     decay: str = "cosine"
+    max_steps: int | None = None
     max_seconds: float | None = None
     ema_momentum: float | None = None
 
@@ -43,6 +46,8 @@ class TrainingConfig:
         for name in ("epochs", "batch_size", "checkpoint_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or null), got {self.max_steps}.")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be > 0 (or null), got {self.max_seconds}.")
         if self.ema_momentum is not None and not 0.0 < self.ema_momentum < 1.0:

@@ -23,7 +23,10 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
     if resume and output_dir is None:
         raise ValueError("resume=True needs the output_dir of the run to resume.")
     val_ds = None if validation_data is None else task.dataset(validation_data)
-    task.compile_in_scope(total_steps=training.epochs * task.steps_per_epoch(train_data), build_optimizer=True)
+    total_steps = training.epochs * task.steps_per_epoch(train_data)
+    if training.max_steps is not None:
+        total_steps = min(total_steps, training.max_steps)
+    task.compile_in_scope(total_steps=total_steps, build_optimizer=True)
     progress, checkpoint, best_weights = TrainingProgress(), None, None
     callbacks: list[keras.callbacks.Callback] = [_Throughput(*task.throughput_unit())]
     if output_dir is not None:
@@ -37,6 +40,8 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
     deadline = None if training.max_seconds is None else start + training.max_seconds
     if deadline is not None:
         callbacks.append(_StopAt(deadline))
+    if training.max_steps is not None:
+        callbacks.append(_StopAtStep(training.max_steps))
     averaged = training.ema_momentum is not None
     if averaged:
         callbacks.append(_ValidateAveraged())
@@ -60,7 +65,9 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
                 else:
                     checkpoint.save_best()
         progress.stopped = ((bool(training.early_stopping_patience) and progress.wait >= training.early_stopping_patience)
-                            or (deadline is not None and time.perf_counter() >= deadline))
+                            or (deadline is not None and time.perf_counter() >= deadline)
+                            or (training.max_steps is not None
+                                and int(task.model.optimizer.iterations) >= training.max_steps))
         if checkpoint is not None:
             checkpoint.save(progress)
     if progress.best_epoch is not None:
@@ -106,6 +113,18 @@ class _Throughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.rate is not None:
             logs[self.key] = self.rate
+
+
+class _StopAtStep(keras.callbacks.Callback):
+    """Stops `fit` once the optimizer has taken `steps` steps (counted across epochs and resumes)."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.steps:
+            self.model.stop_training = True
 
 
 class _StopAt(keras.callbacks.Callback):
