@@ -305,8 +305,8 @@ def main(argv=None) -> dict:
             config = from_task_config(SST2_PRETRAINED_CONFIG, args.quick, overrides(args.overrides))
             fit = {"validation_data": sst2["validation"], "verbose": args.verbose}
             runs = [figures for _, figures in train_classifiers(sst2, config, args.seeds, fit, init_from=pretrainer)]
-            result["sst2_from_task"] = {"config": str(SST2_PRETRAINED_CONFIG.relative_to(REPO)), "overrides": args.overrides,
-                                        **over_seeds(runs)}
+            result["sst2_from_task"] = {"config": str(SST2_PRETRAINED_CONFIG.relative_to(REPO)),
+                                        "overrides": args.overrides, **over_seeds(runs)}
     result["load_average_end"] = load_average()
     emit(result, args.output)
     return result

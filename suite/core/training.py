@@ -37,11 +37,8 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
             progress = checkpoint.restore() or progress
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
     start = time.perf_counter()
-    deadline = None if training.max_seconds is None else start + training.max_seconds
-    if deadline is not None:
-        callbacks.append(_StopAt(deadline))
-    if training.max_steps is not None:
-        callbacks.append(_StopAtStep(training.max_steps))
+    budget = _Budget(training, start, task.model.optimizer.iterations)
+    callbacks.append(budget)
     averaged = training.ema_momentum is not None
     if averaged:
         callbacks.append(_ValidateAveraged())
@@ -65,9 +62,7 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
                 else:
                     checkpoint.save_best()
         progress.stopped = ((bool(training.early_stopping_patience) and progress.wait >= training.early_stopping_patience)
-                            or (deadline is not None and time.perf_counter() >= deadline)
-                            or (training.max_steps is not None
-                                and int(task.model.optimizer.iterations) >= training.max_steps))
+                            or budget.spent())
         if checkpoint is not None:
             checkpoint.save(progress)
     if progress.best_epoch is not None:
@@ -115,27 +110,22 @@ class _Throughput(keras.callbacks.Callback):
             logs[self.key] = self.rate
 
 
-class _StopAtStep(keras.callbacks.Callback):
-    """Stops `fit` once the optimizer has taken `steps` steps (counted across epochs and resumes)."""
+class _Budget(keras.callbacks.Callback):
+    """Stops `fit` after the first step that spends `training.max_seconds` (counted from `start`, a
+    `time.perf_counter()` value) or `training.max_steps` (the optimizer's `iterations`, across epochs
+    and resumes); either may be null."""
 
-    def __init__(self, steps: int):
+    def __init__(self, training, start: float, iterations):
         super().__init__()
-        self.steps = steps
+        self.deadline = None if training.max_seconds is None else start + training.max_seconds
+        self.max_steps, self.iterations = training.max_steps, iterations
+
+    def spent(self) -> bool:
+        return ((self.deadline is not None and time.perf_counter() >= self.deadline)
+                or (self.max_steps is not None and int(self.iterations) >= self.max_steps))
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.steps:
-            self.model.stop_training = True
-
-
-class _StopAt(keras.callbacks.Callback):
-    """Stops `fit` after the first step that ends past `deadline` (a `time.perf_counter()` value)."""
-
-    def __init__(self, deadline: float):
-        super().__init__()
-        self.deadline = deadline
-
-    def on_train_batch_end(self, batch, logs=None):
-        if time.perf_counter() >= self.deadline:
+        if self.spent():
             self.model.stop_training = True
 
 
