@@ -83,3 +83,7 @@ def test_suite_help_lists_every_task_and_train_finds_packaged_configs_from_any_f
     assert summary["metrics"]["data_sizes"]["train"] > 0 and "mse" in summary["metrics"]["test"]["model"]
     assert suite_main(["train", "forecasting", "--training.epochs=1"]) == 2
     assert "ETTh1.csv" in capsys.readouterr().err  # the packaged config was found; its data is not here
+    assert suite_main(["train", "text_classification", "--config", "text_classification_imdb",
+                       "--output-dir", str(tmp_path / "imdb")]) == 2
+    assert "data.train is empty" in capsys.readouterr().err  # the config names no data; nothing falls back
+    assert not (tmp_path / "imdb").exists()

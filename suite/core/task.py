@@ -234,6 +234,9 @@ class Task:
 
     @classmethod
     def _train(cls, parts: dict, config, init_from, output_dir, verbose, resume) -> "Task":
+        if parts["train"] is None:
+            raise ValueError(f"{cls.__name__}: no training data: the config's data.train is empty; pass `data` "
+                             f"to train() or set data.train (`--data.train PATH`).")
         keras.utils.set_random_seed(config.training.seed)
         with make_strategy(config.training.strategy).scope():  # also covers overrides of `create`
             task = cls.create(parts["train"], config, init_from)

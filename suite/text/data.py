@@ -31,9 +31,10 @@ _INTEGER = re.compile(r"[+-]?\d+")
 @dataclasses.dataclass
 class TextDataConfig:
     """Where the text and labels are. `text_columns`: the first one present in a file is read
-    (SST-2 calls it `sentence` in train.tsv and `content` in dev.tsv)."""
+    (SST-2 calls it `sentence` in train.tsv and `content` in dev.tsv). `train` may be empty in a
+    config whose data is always passed in (`train(data)`); training without `data` then stops."""
 
-    train: str = "data/text_classification/train.csv"
+    train: str | None = "data/text_classification/train.csv"
     validation: str | None = "data/text_classification/valid.csv"
     test: str | None = "data/text_classification/test.csv"
     text_columns: tuple[str, ...] = ("text",)
