@@ -156,6 +156,9 @@ def benchmark(task_class: type[Task], config, data=None, steps: int = 20, source
     with Stopwatch() as total:
         keras.utils.set_random_seed(config.training.seed)
         data = config.data.train if data is None else data
+        if data is None:
+            raise ValueError(f"suite bench {task_class.domain}: no data: the config's data.train is empty; "
+                             f"pass `--data PATH`.")
         with Stopwatch() as build:
             rows = task_class.data_parts(config, data)["train"]
             task = task_class.create(rows, config)

@@ -49,3 +49,8 @@ def test_suite_bench_rejects_zero_steps(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "forecasting", "--steps", "0"])
     assert "--steps must be >= 1" in capsys.readouterr().err
+
+
+def test_suite_bench_refuses_a_config_that_names_no_data(capsys):
+    assert main(["bench", "text_classification", "--config", "text_classification_imdb"]) == 2
+    assert "data.train is empty; pass `--data PATH`" in capsys.readouterr().err
