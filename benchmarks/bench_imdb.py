@@ -259,7 +259,7 @@ def main(argv=None) -> dict:
     result = {"benchmark": "imdb_sst2_text_classification",
               "machine": machine_info(tensorflow_text=tensorflow_text.__version__, keras_hub=keras_hub.__version__,
                                       scikit_learn=sklearn.__version__),
-              "config": {"quick": args.quick, "parts": args.parts, "seeds": args.seeds,
+              "config": {"quick": args.quick, "parts": args.parts, "seeds": args.seeds, "overrides": args.overrides,
                          "pretrained_task": None if args.pretrained_task is None else str(args.pretrained_task)},
               "load_average_start": load_average()}
     with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory() as workdir:
@@ -305,8 +305,7 @@ def main(argv=None) -> dict:
             config = from_task_config(SST2_PRETRAINED_CONFIG, args.quick, overrides(args.overrides))
             fit = {"validation_data": sst2["validation"], "verbose": args.verbose}
             runs = [figures for _, figures in train_classifiers(sst2, config, args.seeds, fit, init_from=pretrainer)]
-            result["sst2_from_task"] = {"config": str(SST2_PRETRAINED_CONFIG.relative_to(REPO)),
-                                        "overrides": args.overrides, **over_seeds(runs)}
+            result["sst2_from_task"] = {"config": str(SST2_PRETRAINED_CONFIG.relative_to(REPO)), **over_seeds(runs)}
     result["load_average_end"] = load_average()
     emit(result, args.output)
     return result
