@@ -61,7 +61,8 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import suite  # noqa: E402
 from bench_text_classification import load_splits, over_seeds, tfidf_baseline, train_classifiers  # noqa: E402
-from common import Stopwatch, add_overrides_option, emit, load_average, machine_info, overrides  # noqa: E402
+from common import (Stopwatch, add_overrides_option, emit, load_average, machine_info,  # noqa: E402
+                    mean_and_std, overrides)
 from suite.tasks import MaskedLMPretrainer, TextClassifier  # noqa: E402
 from suite.text.data import read_text_table  # noqa: E402
 
@@ -208,9 +209,8 @@ def over_imdb_seeds(model: str, runs: list[dict], task: TextClassifier, splits: 
                     saw_corpus: bool, config: str) -> dict:
     """A model's row: mean and spread of its test accuracy over the seeds, its size, time and truncation."""
     runs = [scored(run, keep, saw_corpus) for run in runs]
-    accuracies = [run["test_accuracy"] for run in runs]
-    return {"model": model, "config": config, "test_accuracy": round(statistics.mean(accuracies), 4),
-            "test_accuracy_std": round(statistics.stdev(accuracies), 4) if len(runs) > 1 else None,
+    mean, std = mean_and_std(run["test_accuracy"] for run in runs)
+    return {"model": model, "config": config, "test_accuracy": mean, "test_accuracy_std": std,
             "parameters": runs[0]["parameters"],
             "train_seconds_mean": round(statistics.mean(run["train_seconds"] for run in runs), 1),
             "train_examples_per_s_mean": round(statistics.mean(run["train_examples_per_s"] for run in runs), 1),

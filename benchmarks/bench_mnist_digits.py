@@ -27,7 +27,6 @@ import base64
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -45,7 +44,7 @@ import sklearn  # noqa: E402
 
 from bench_fashion_mnist import LOGREG_C, two_block_cnn, vit  # noqa: E402
 from bench_vit import cnn_baseline, logistic_regression  # noqa: E402
-from common import emit, load_average, machine_info  # noqa: E402
+from common import emit, load_average, machine_info, mean_and_std  # noqa: E402
 from suite.vision.data import ImageData, train_validation_split  # noqa: E402
 from suite.vision.task import ImageClassifier  # noqa: E402
 
@@ -117,10 +116,8 @@ def small_vit(config, parts: dict, seeds: list[int], verbose: int) -> dict:
     standard deviation over more than one seed) and each run's figures."""
     runs = [{"seed": seed, **vit(ImageClassifier.resolve_config(config, {"training.seed": seed}), parts, verbose)}
             for seed in seeds]
-    accuracies = [run["test_accuracy"] for run in runs]
-    return {"test_accuracy": round(statistics.mean(accuracies), 4),
-            "test_accuracy_std": round(statistics.stdev(accuracies), 4) if len(runs) > 1 else None,
-            "runs": runs}
+    mean, std = mean_and_std(run["test_accuracy"] for run in runs)
+    return {"test_accuracy": mean, "test_accuracy_std": std, "runs": runs}
 
 
 def main(argv=None) -> dict:

@@ -46,7 +46,7 @@ import tensorflow_text  # noqa: E402
 from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from common import Stopwatch, emit, load_average, machine_info  # noqa: E402
+from common import Stopwatch, emit, load_average, machine_info, mean_and_std  # noqa: E402
 from suite.text.data import maximal_phrases  # noqa: E402
 from suite.text.masked_lm import MaskedLMPretrainer  # noqa: E402
 from suite.text.classifier import TextClassifier  # noqa: E402
@@ -169,11 +169,11 @@ def serving_throughput(saved_model_dir: Path, texts: list[str], repetitions: int
 def over_seeds(runs: list[dict]) -> dict:
     """The first run's figures, its dev accuracy replaced by the mean over all runs; the other runs'
     figures under `other_seeds`."""
-    accuracies = [run["dev_accuracy"] for run in runs]
+    mean, std = mean_and_std(run["dev_accuracy"] for run in runs)
     return {
         **runs[0],
-        "dev_accuracy": round(statistics.mean(accuracies), 4),
-        "dev_accuracy_std": round(statistics.stdev(accuracies), 4) if len(runs) > 1 else None,
+        "dev_accuracy": mean,
+        "dev_accuracy_std": std,
         "dev_accuracy_by_seed": {str(run["seed"]): run["dev_accuracy"] for run in runs},
         "other_seeds": runs[1:],
     }

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -72,6 +73,12 @@ class Stopwatch:
 
     def as_dict(self) -> dict:
         return {"train_seconds": self.wall, "train_cpu_seconds": self.cpu}
+
+
+def mean_and_std(values) -> tuple[float, float | None]:
+    """Mean and sample standard deviation of `values`, rounded to 4 places; no deviation for one value."""
+    values = list(values)
+    return round(statistics.mean(values), 4), round(statistics.stdev(values), 4) if len(values) > 1 else None
 
 
 def add_overrides_option(parser: argparse.ArgumentParser) -> None:
