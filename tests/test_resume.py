@@ -101,6 +101,23 @@ def test_early_stopping_needs_validation_data():
                              vocabulary_size=300, verbose=0)
 
 
+def test_training_epochs_read_batches_without_tf_data_autotuning(monkeypatch):
+    fit, autotuned = keras.Model.fit, []
+
+    def recording_fit(self, x, *args, **kwargs):
+        autotuned.append(x.options().autotune.enabled)
+        return fit(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    config = {
+        "vocabulary_size": 300, "bucket_lengths": [16, 32],
+        "backbone": {"num_layers": 1, "d_model": 32, "num_heads": 2, "ff_dim": 64, "max_length": 32},
+        "training": {"epochs": 2, "batch_size": 16},
+    }
+    TextClassifier.train(SAMPLE / "train.csv", config, verbose=0)
+    assert autotuned == [False, False]
+
+
 def test_resume_needs_an_output_dir():
     with pytest.raises(ValueError, match="resume=True needs the output_dir"):
         TextClassifier.train(SAMPLE / "train.csv", {"training": {"epochs": 1}}, vocabulary_size=300, verbose=0,
