@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -38,9 +39,19 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def code_version() -> str | None:
+    """`git describe --always --dirty` of the checkout the benchmark runs from; None outside git."""
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                                   cwd=Path(__file__).parent, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return described.stdout.strip()
+
+
 def machine_info(**extra) -> dict:
-    """CPU model and cores, platform, Python, TensorFlow and Keras versions and the UTC date,
-    followed by `extra` (what else a script reports, e.g. `keras_hub=keras_hub.__version__`)."""
+    """CPU model and cores, platform, Python, TensorFlow and Keras versions, the UTC date and the code's
+    commit, followed by `extra` (what else a script reports, e.g. `keras_hub=keras_hub.__version__`)."""
     return {
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
@@ -50,6 +61,7 @@ def machine_info(**extra) -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": code_version(),
         **extra,
     }
 

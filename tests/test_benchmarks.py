@@ -27,7 +27,10 @@ def test_bench_backbone_quick_prints_one_json_object(repo_root):
     result = json.loads(completed.stdout)
 
     assert set(result) >= {"machine", "config", "flops", "matmul", "blocks", "suite_speedup", "max_abs_diff_vs_suite"}
-    assert set(result["machine"]) >= {"cpu_model", "cpu_cores", "tensorflow", "keras", "keras_hub", "date"}
+    assert set(result["machine"]) >= {"cpu_model", "cpu_cores", "tensorflow", "keras", "keras_hub", "date", "commit"}
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo_root, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert result["machine"]["commit"].removesuffix("-dirty").endswith(head.stdout.strip())
     assert result["config"]["quick"] is True
     assert result["flops"]["train_step"] == 3 * result["flops"]["forward"] > 0
     assert result["matmul_peak_gflops_per_s"] > 0
