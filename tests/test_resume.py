@@ -83,6 +83,9 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     other = {"training": {"learning_rate": 0.01, "epochs": 2}}
     with pytest.raises(ValueError, match="different config.*training.learning_rate"):
         RunCheckpoint(tmp_path, model, other).restore()
+    newer = {"training": {"learning_rate": 0.001, "epochs": 2, "max_steps": None}}
+    with pytest.raises(ValueError, match=r"\(differing: training.max_steps\)"):
+        RunCheckpoint(tmp_path, model, newer).restore()
 
 
 def test_progress_tracks_best_epoch_and_patience():

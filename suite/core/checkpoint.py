@@ -139,8 +139,11 @@ def _read_variables(path: Path, variables: list) -> dict:
         return json.loads(str(arrays["meta"]))
 
 
+_ABSENT = object()
+
+
 def _differing_keys(a, b, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         keys = set(a) | set(b)
-        return [k for key in keys for k in _differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+        return [k for key in keys for k in _differing_keys(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{prefix}{key}.")]
     return [] if a == b else [prefix.rstrip(".") or "<root>"]
