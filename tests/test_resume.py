@@ -88,6 +88,22 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
         RunCheckpoint(tmp_path, model, newer).restore()
 
 
+def test_resume_accepts_an_option_added_since_the_checkpoint_while_it_keeps_its_default(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    RunCheckpoint(tmp_path, model, {"training": {"epochs": 2}}).save(TrainingProgress(epoch=1))
+    defaults = {"training.max_steps": None, "training.epochs": 1}
+    newer = {"training": {"epochs": 2, "max_steps": None}}
+    assert RunCheckpoint(tmp_path, model, newer, defaults).restore() == TrainingProgress(epoch=1)
+    changed = {"training": {"epochs": 2, "max_steps": 100}}
+    with pytest.raises(ValueError, match=r"\(differing: training.max_steps\)"):
+        RunCheckpoint(tmp_path, model, changed, defaults).restore()
+    default_epochs = {"training": {"epochs": 1, "max_steps": None}}
+    with pytest.raises(ValueError, match=r"\(differing: training.epochs\)"):
+        RunCheckpoint(tmp_path, model, default_epochs, defaults).restore()
+
+
 def test_progress_tracks_best_epoch_and_patience():
     progress = TrainingProgress()
     assert progress.end_epoch({"loss": 1.0, "val_loss": 0.5})

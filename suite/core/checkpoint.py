@@ -7,6 +7,7 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -51,12 +52,18 @@ class RunCheckpoint:
     and step, the dropout layers' seed states) with the progress; `best.npz` holds the model
     variables of the best validation epoch. `identity` (config and preprocessing) is stored
     with them, and a checkpoint written for another identity is refused on restore.
+
+    `defaults` maps dotted identity keys to their default values: a key that the saved identity
+    lacks (an option added since the checkpoint was written) still matches while it has its
+    default, so a library upgrade that adds an inert option does not strand a run.
     """
 
-    def __init__(self, directory: str | Path, model: keras.Model, identity: dict):
+    def __init__(self, directory: str | Path, model: keras.Model, identity: dict,
+                 defaults: dict[str, Any] | None = None):
         self.directory = Path(directory)
         self.model = model
-        self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+        self.identity = _plain(identity)
+        self.defaults = _plain(defaults or {})
 
     @property
     def path(self) -> Path:
@@ -90,7 +97,14 @@ class RunCheckpoint:
     def _check_identity(self, saved: dict) -> None:
         if saved == self.identity:
             return
-        differing = sorted(_differing_keys(saved, self.identity))
+        saved, current = _leaves(saved), _leaves(self.identity)
+        differing = sorted(
+            key for key in set(saved) | set(current)
+            if saved.get(key, _ABSENT) != current.get(key, _ABSENT)
+            and not (key not in saved and key in self.defaults and current.get(key) == self.defaults[key])
+        )
+        if not differing:
+            return
         raise ValueError(
             f"{self.path} was written by a run with a different config or preprocessing "
             f"(differing: {', '.join(differing[:5])}); resume with the same config and data, "
@@ -142,8 +156,16 @@ def _read_variables(path: Path, variables: list) -> dict:
 _ABSENT = object()
 
 
-def _differing_keys(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = set(a) | set(b)
-        return [k for key in keys for k in _differing_keys(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".") or "<root>"]
+def _plain(values):
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+def _leaves(values: dict, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` as `{"a.b": 1}`; an empty mapping is a leaf."""
+    leaves = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            leaves.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves

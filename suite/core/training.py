@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from suite.config import to_dict
+from suite.config import flat_fields, to_dict
 from suite.core.checkpoint import CheckpointEvery, RunCheckpoint, TrainingProgress
 from suite.io import write_json_atomic
 
@@ -32,7 +32,8 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
     if output_dir is not None:
         output_dir = Path(output_dir)
         identity = {"config": to_dict(task.config), "preprocessor": task.preprocessor.get_config()}
-        checkpoint = RunCheckpoint(output_dir / "checkpoints", task.model, identity)
+        defaults = {f"config.{key}": default for key, _, default in flat_fields(type(task.config))}
+        checkpoint = RunCheckpoint(output_dir / "checkpoints", task.model, identity, defaults)
         if resume:
             progress = checkpoint.restore() or progress
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
