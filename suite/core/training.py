@@ -189,6 +189,18 @@ def _epoch_dataset(task, train_data, epoch: int) -> tf.data.Dataset:
     return task.dataset(train_data, training=True).with_options(options)
 
 
+def batch_seeds(seed: int, training: bool) -> tf.data.Dataset:
+    """Stateless seeds `(2,)` int64, one a batch, for random draws in a data pipeline (masks, negatives).
+
+    Training seeds also follow the global seed that the loop sets for each epoch, so the draws are new
+    every epoch and the same again on resume. Otherwise they depend on `seed` alone, so held-out figures
+    use the same draws in every epoch and in `evaluate`, whatever the global seed is by then.
+    """
+    if training:
+        return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.counter().map(lambda index: tf.stack([tf.constant(seed, tf.int64), index]))
+
+
 class _RunProgbar(keras.callbacks.ProgbarLogger):
     """Keras's progress bar, counting epochs out of the run's total (`fit` runs one at a time)."""
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from suite.core.training import batch_seeds
 from suite.recommendation.data import OOV_INDEX, OOV_TOKEN, PAD_INDEX, PAD_TOKEN, user_sequences
 
 EXACT_SAMPLING_ITEMS = 100_000
@@ -198,7 +199,7 @@ class RecommendationPreprocessor:
         if shuffle:
             data = data.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
         data = data.batch(batch_size, drop_remainder=training and len(windows) >= batch_size)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training).batch(2)
+        seeds = batch_seeds(seed, training)
         is_last = tf.range(self.max_length) == self.max_length - 1
 
         def pairs(batch, batch_seed):

@@ -15,6 +15,7 @@ from keras import ops
 from suite.core.inference import inference_function
 from suite.core.optim import TrainingConfig
 from suite.core.task import Task
+from suite.core.training import batch_seeds
 from suite.layers import SequencePooling
 from suite.text.corpus import TextCorpus, is_corpus_file, packed_length, packed_sequences
 from suite.text.data import PretrainingText, TextDataConfig, pretraining_text, read_texts
@@ -254,7 +255,7 @@ class MaskedLMPretrainer(Task):
             batches = self.preprocessor.unlabeled_dataset(
                 data.rows if isinstance(data, PretrainingText) else data, training_config.batch_size,
                 shuffle=training, training=training, seed=training_config.seed)
-        seeds = tf.data.Dataset.random(seed=training_config.seed, rerandomize_each_iteration=training)
+        seeds = batch_seeds(training_config.seed, training)
         return (tf.data.Dataset.zip(batches, seeds).map(self._masked, num_parallel_calls=tf.data.AUTOTUNE)
                 .prefetch(tf.data.AUTOTUNE))
 
@@ -266,13 +267,13 @@ class MaskedLMPretrainer(Task):
             documents, buffer = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string)), max(len(texts), 1)
         return documents.shuffle(buffer, seed=self.config.training.seed) if training else documents
 
-    def _masked(self, inputs: dict, draw: tf.Tensor) -> tuple:
+    def _masked(self, inputs: dict, seed: tf.Tensor) -> tuple:
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
         word_starts = None
         if self.config.whole_word_masking:
             word_starts = tf.gather(tf.constant(word_start_tokens(self.preprocessor.vocabulary)), token_ids)
         masked, targets, weights = mask_tokens(
-            token_ids, padding_mask, tf.stack([draw, tf.constant(0, tf.int64)]),
+            token_ids, padding_mask, seed,
             vocab_size=self.preprocessor.vocabulary_size, rate=self.config.mask_rate, mask_id=self.preprocessor.mask_id,
             first_regular_id=first_regular_id(self.preprocessor.vocabulary), word_starts=word_starts)
         count = tf.cast(tf.math.ceil(tf.cast(tf.shape(weights)[1], tf.float32) * self.config.mask_rate * 5 / 3), tf.int32)
