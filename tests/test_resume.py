@@ -73,10 +73,16 @@ def test_sigkill_mid_epoch_then_resume_ends_with_uninterrupted_weights(tmp_path)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+@pytest.fixture
+def model():
+    """A compiled model whose optimizer has its slots, as `RunCheckpoint` needs."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")
     model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, model):
     config = {"training": {"learning_rate": 0.001, "epochs": 2}}
     RunCheckpoint(tmp_path, model, config).save(TrainingProgress(epoch=1, step=4))
     assert RunCheckpoint(tmp_path, model, config).restore() == TrainingProgress(epoch=1, step=4)
@@ -88,10 +94,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
         RunCheckpoint(tmp_path, model, newer).restore()
 
 
-def test_resume_accepts_an_option_added_since_the_checkpoint_while_it_keeps_its_default(tmp_path):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer="adam", loss="mse")
-    model.optimizer.build(model.trainable_variables)
+def test_resume_accepts_an_option_added_since_the_checkpoint_while_it_keeps_its_default(tmp_path, model):
     RunCheckpoint(tmp_path, model, {"training": {"epochs": 2}}).save(TrainingProgress(epoch=1))
     defaults = {"training.max_steps": None, "training.epochs": 1}
     newer = {"training": {"epochs": 2, "max_steps": None}}
