@@ -34,6 +34,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_vector_extensions() -> list[str]:
+    """Which of `VECTOR_FLAGS` the CPU has (/proc/cpuinfo; empty elsewhere). One `cpu_model` can name
+    machines with and without AVX-512, whose training speeds differ widely."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return []
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [flag for flag in VECTOR_FLAGS if flag in flags]
+    return []
+
+
 def load_average() -> list[float]:
     """The 1, 5 and 15-minute load averages, rounded to 0.01."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -50,10 +66,11 @@ def code_version() -> str | None:
 
 
 def machine_info(**extra) -> dict:
-    """CPU model and cores, platform, Python, TensorFlow and Keras versions, the UTC date and the code's
-    commit, followed by `extra` (what else a script reports, e.g. `keras_hub=keras_hub.__version__`)."""
+    """CPU model, vector extensions and cores, platform, Python, TensorFlow and Keras versions, the UTC
+    date and the code's commit, followed by `extra` (what else a script reports, e.g. `keras_hub=keras_hub.__version__`)."""
     return {
         "cpu_model": cpu_model(),
+        "cpu_vector_extensions": cpu_vector_extensions(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "platform": platform.platform(),

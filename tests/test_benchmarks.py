@@ -27,7 +27,8 @@ def test_bench_backbone_quick_prints_one_json_object(repo_root):
     result = json.loads(completed.stdout)
 
     assert set(result) >= {"machine", "config", "flops", "matmul", "blocks", "suite_speedup", "max_abs_diff_vs_suite"}
-    assert set(result["machine"]) >= {"cpu_model", "cpu_cores", "tensorflow", "keras", "keras_hub", "date", "commit"}
+    assert set(result["machine"]) >= {"cpu_model", "cpu_vector_extensions", "cpu_cores", "tensorflow", "keras",
+                                      "keras_hub", "date", "commit"}
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo_root, capture_output=True, text=True)
     if head.returncode == 0:
         assert result["machine"]["commit"].removesuffix("-dirty").endswith(head.stdout.strip())
