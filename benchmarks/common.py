@@ -24,14 +24,19 @@ import tensorflow as tf
 import yaml
 
 
-def cpu_model() -> str:
-    """The CPU's `model name` in /proc/cpuinfo, else what `platform` knows."""
+def cpuinfo_field(name: str) -> str | None:
+    """The first `name` field of /proc/cpuinfo; None where there is no such file or field."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's `model name` in /proc/cpuinfo, else what `platform` knows."""
+    return cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -40,14 +45,8 @@ VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 def cpu_vector_extensions() -> list[str]:
     """Which of `VECTOR_FLAGS` the CPU has (/proc/cpuinfo; empty elsewhere). One `cpu_model` can name
     machines with and without AVX-512, whose training speeds differ widely."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return []
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return [flag for flag in VECTOR_FLAGS if flag in flags]
-    return []
+    flags = set((cpuinfo_field("flags") or "").split())
+    return [flag for flag in VECTOR_FLAGS if flag in flags]
 
 
 def load_average() -> list[float]:
@@ -67,7 +66,8 @@ def code_version() -> str | None:
 
 def machine_info(**extra) -> dict:
     """CPU model, vector extensions and cores, platform, Python, TensorFlow and Keras versions, the UTC
-    date and the code's commit, followed by `extra` (what else a script reports, e.g. `keras_hub=keras_hub.__version__`)."""
+    date and the code's commit, followed by `extra` (what else a script reports, e.g.
+    `keras_hub=keras_hub.__version__`)."""
     return {
         "cpu_model": cpu_model(),
         "cpu_vector_extensions": cpu_vector_extensions(),
