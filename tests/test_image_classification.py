@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,7 +19,7 @@ from suite.config import ConfigError
 from suite.layers import AttentionPooling
 from suite.vision.augmentation import ImageAugmentation
 from suite.vision.data import ImageData, read_images
-from suite.vision.model import build_vit
+from suite.vision.model import StridedMaxPooling2D, build_vit
 from suite.vision.preprocessor import ImagePreprocessor
 from suite.tasks import ImageClassifier
 
@@ -117,6 +118,23 @@ def test_conv_stem_token_grid(image_size, tokens):
     assert isinstance(model.get_layer("pooling"), AttentionPooling)
     assert "class_token" not in [layer.name for layer in model.layers]
     assert model(np.zeros((2, 5, 6, 1), np.float32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "shape, pool_size, strides",
+    [((2, 28, 28, 3), 3, 2), ((2, 7, 5, 2), 3, 2), ((2, 8, 6, 1), 2, 2), ((1, 5, 5, 1), 4, 3)],
+)
+def test_strided_max_pooling_matches_keras_max_pooling_and_its_gradient(shape, pool_size, strides):
+    images = tf.constant(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    ours, reference = StridedMaxPooling2D(pool_size, strides), keras.layers.MaxPooling2D(pool_size, strides, "same")
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(images)
+        pooled, expected = ours(images), reference(images)
+        loss, expected_loss = tf.reduce_sum(pooled * pooled), tf.reduce_sum(expected * expected)
+    np.testing.assert_array_equal(pooled.numpy(), expected.numpy())
+    assert tuple(ours.compute_output_shape(shape)) == tuple(pooled.shape)
+    np.testing.assert_array_equal(tape.gradient(loss, images).numpy(), tape.gradient(expected_loss, images).numpy())
+    assert StridedMaxPooling2D.from_config(ours.get_config()).get_config() == ours.get_config()
 
 
 def test_overlapping_patches_and_mean_pooling():
