@@ -44,9 +44,10 @@ class StridedMaxPooling2D(keras.layers.Layer):
     """`keras.layers.MaxPooling2D(pool_size, strides, padding="same")`, computed as the running
     maximum of `pool_size` strided slices along the rows, then along the columns.
 
-    Outputs and gradients are the same, but the gradient is one element-wise select per slice
-    instead of `MaxPooling2D`'s select-and-scatter, which XLA:CPU runs slowly: the small ViT trains
-    about 11 % faster with it. `(batch, h, w, C)` -> `(batch, ceil(h / strides), ceil(w / strides), C)`.
+    The outputs are the same, and so is the gradient wherever a window's maximum is unique; it is one
+    element-wise select per slice instead of `MaxPooling2D`'s select-and-scatter, which XLA:CPU runs
+    slowly: the small ViT trains about 11 % faster with it.
+    `(batch, h, w, C)` -> `(batch, ceil(h / strides), ceil(w / strides), C)`.
     """
 
     def __init__(self, pool_size: int = 3, strides: int = 2, **kwargs):
