@@ -18,6 +18,7 @@ JSON object on stdout (and writes it to `--output` when given).
 
     python benchmarks/bench_fashion_mnist.py                        # every part, in one run
     python benchmarks/bench_fashion_mnist.py --part small --part throughput
+    python benchmarks/bench_fashion_mnist.py --part small --seed 1  # another training seed (the split stays)
     python benchmarks/bench_fashion_mnist.py --quick                # smoke run: tiny models, 1 epoch, trained
                                                                     # on half the test file (not a result)
 """
@@ -63,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--part", action="append", choices=PARTS, help="run only these parts (repeatable)")
     parser.add_argument("--plain-epochs", type=int, default=2, help="epochs of the default-config ViT (default: 2)")
     parser.add_argument("--cnn-epochs", type=int, default=10, help="CNN training epochs (default: 10)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed of `small` (weights and augmentation draws; default: the config's)")
     parser.add_argument("--repetitions", type=int, default=3, help="timed repetitions of each throughput figure")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny models, half the test file to train on")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON object to this file")
@@ -83,7 +86,9 @@ def configs(args) -> dict:
     if args.quick:
         quick = {**QUICK_OVERRIDES, "data.train": str(args.data / TEST_FILE), "data.validation_fraction": 0.5}
     return {
-        "small": ImageClassifier.resolve_config(SMALL, {**data, **quick}),
+        "small": ImageClassifier.resolve_config(
+            SMALL, {**data, **quick, **({} if args.seed is None else {"training.seed": args.seed})}
+        ),
         "plain": ImageClassifier.resolve_config(PLAIN, {**data, **quick, "epochs": 1 if args.quick else args.plain_epochs}),
     }
 
@@ -149,8 +154,8 @@ def main(argv=None) -> dict:
     config = configs(args)
     parts = ImageClassifier.data_parts(config["small"])
     result["config"] = {
-        "quick": args.quick, "parts": chosen, "small": SMALL, "plain": PLAIN, "plain_epochs": args.plain_epochs,
-        "cnn_epochs": args.cnn_epochs, "sizes": {name: len(part) for name, part in parts.items()},
+        "quick": args.quick, "parts": chosen, "small": SMALL, "seed": config["small"].training.seed, "plain": PLAIN,
+        "plain_epochs": args.plain_epochs, "cnn_epochs": args.cnn_epochs, "sizes": {name: len(part) for name, part in parts.items()},
     }
     figures = {}
     if "logistic_regression" in chosen:
