@@ -155,7 +155,8 @@ def main(argv=None) -> dict:
     parts = ImageClassifier.data_parts(config["small"])
     result["config"] = {
         "quick": args.quick, "parts": chosen, "small": SMALL, "seed": config["small"].training.seed, "plain": PLAIN,
-        "plain_epochs": args.plain_epochs, "cnn_epochs": args.cnn_epochs, "sizes": {name: len(part) for name, part in parts.items()},
+        "plain_epochs": args.plain_epochs, "cnn_epochs": args.cnn_epochs,
+        "sizes": {name: len(part) for name, part in parts.items()},
     }
     figures = {}
     if "logistic_regression" in chosen:

@@ -135,6 +135,8 @@ def test_strided_max_pooling_matches_keras_max_pooling_and_its_gradient(shape, p
     assert tuple(ours.compute_output_shape(shape)) == tuple(pooled.shape)
     np.testing.assert_array_equal(tape.gradient(loss, images).numpy(), tape.gradient(expected_loss, images).numpy())
     assert StridedMaxPooling2D.from_config(ours.get_config()).get_config() == ours.get_config()
+    with pytest.raises(ValueError, match="needs a static height and width"):
+        ours.compute_output_shape((None, None, shape[2], shape[3]))
 
 
 def test_overlapping_patches_and_mean_pooling():

@@ -47,7 +47,7 @@ class StridedMaxPooling2D(keras.layers.Layer):
     The outputs are the same, and so is the gradient wherever a window's maximum is unique; it is one
     element-wise select per slice instead of `MaxPooling2D`'s select-and-scatter, which XLA:CPU runs
     slowly: the small ViT trains about 11 % faster with it.
-    `(batch, h, w, C)` -> `(batch, ceil(h / strides), ceil(w / strides), C)`.
+    `(batch, h, w, C)` -> `(batch, ceil(h / strides), ceil(w / strides), C)`; `h` and `w` must be static.
     """
 
     def __init__(self, pool_size: int = 3, strides: int = 2, **kwargs):
@@ -62,6 +62,8 @@ class StridedMaxPooling2D(keras.layers.Layer):
 
     def _pool(self, inputs, axis: int):
         size = inputs.shape[axis]
+        if size is None:
+            raise ValueError(f"{self.name} needs a static height and width, got inputs of shape {inputs.shape}.")
         out_size = -(-size // self.strides)
         pad = max((out_size - 1) * self.strides + self.pool_size - size, 0)
         widths = [[0, 0]] * 4
@@ -77,6 +79,8 @@ class StridedMaxPooling2D(keras.layers.Layer):
 
     def compute_output_shape(self, inputs_shape):
         batch, height, width, channels = inputs_shape
+        if height is None or width is None:
+            raise ValueError(f"{self.name} needs a static height and width, got inputs of shape {inputs_shape}.")
         return (batch, -(-height // self.strides), -(-width // self.strides), channels)
 
     def get_config(self):
