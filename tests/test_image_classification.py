@@ -129,10 +129,11 @@ def test_strided_max_pooling_matches_keras_max_pooling_and_its_gradient(shape, p
     ours, reference = StridedMaxPooling2D(pool_size, strides), keras.layers.MaxPooling2D(pool_size, strides, "same")
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(images)
-        pooled, expected = ours(images), reference(images)
+        pooled, expected = ours(images, training=True), reference(images)
         loss, expected_loss = tf.reduce_sum(pooled * pooled), tf.reduce_sum(expected * expected)
     np.testing.assert_array_equal(pooled.numpy(), expected.numpy())
     assert tuple(ours.compute_output_shape(shape)) == tuple(pooled.shape)
+    np.testing.assert_array_equal(ours(images).numpy(), expected.numpy())
     np.testing.assert_array_equal(tape.gradient(loss, images).numpy(), tape.gradient(expected_loss, images).numpy())
     assert StridedMaxPooling2D.from_config(ours.get_config()).get_config() == ours.get_config()
     with pytest.raises(ValueError, match="needs a static height and width"):
