@@ -113,7 +113,9 @@ class RunCheckpoint:
 
 
 class CheckpointEvery(keras.callbacks.Callback):
-    """Checkpoints before every `every`-th step of the epoch in `progress`.
+    """Checkpoints before every `every`-th step of the epoch in `progress`; with several steps an
+    execution (`steps_per_execution`), at the first execution boundary at or after each multiple.
+    Steps are counted by the optimizer, so an epoch's last, partial execution counts what it ran.
 
     Saving before a step, never after the last, leaves every checkpoint with steps to run.
     """
@@ -121,11 +123,14 @@ class CheckpointEvery(keras.callbacks.Callback):
     def __init__(self, every: int, progress: TrainingProgress, checkpoint: RunCheckpoint):
         super().__init__()
         self.every, self.progress, self.checkpoint = every, progress, checkpoint
-        self.first_step = progress.step
+
+    def on_train_begin(self, logs=None) -> None:
+        self.first_step = self.progress.step - int(self.model.optimizer.iterations)
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
-        self.progress.step = self.first_step + batch
-        if batch and self.progress.step % self.every == 0:
+        step, previous = self.first_step + int(self.model.optimizer.iterations), self.progress.step
+        self.progress.step = step
+        if step // self.every > previous // self.every:
             self.checkpoint.save(self.progress)
 
 

@@ -26,6 +26,11 @@ class TrainingConfig:
     `ema_momentum` (e.g. 0.999; null: off) keeps an exponential moving average of the weights,
     updated inside the compiled step: validation, the best epoch's weights and so the trained
     model use the average, while training continues on the raw weights.
+    `steps_per_execution` runs that many steps in one call from Python (Keras' option of that name;
+    the Model Garden's `steps_per_loop`): less per-step overhead where steps are short. Callbacks
+    then see every `steps_per_execution`-th step: `max_steps` and `max_seconds` may be overrun by
+    fewer than that many steps, and checkpoints fall on the first execution boundary at or after
+    each multiple of `checkpoint_steps`.
     """
 
     epochs: int = 10
@@ -41,9 +46,10 @@ class TrainingConfig:
     max_steps: int | None = None
     max_seconds: float | None = None
     ema_momentum: float | None = None
+    steps_per_execution: int = 1
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "checkpoint_steps"):
+        for name in ("epochs", "batch_size", "checkpoint_steps", "steps_per_execution"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.max_steps is not None and self.max_steps < 1:

@@ -60,10 +60,12 @@ class Task:
 
     def compile_in_scope(self, total_steps: int, build_optimizer: bool = False) -> None:
         """`compile` in the scope of `self.strategy` (and, with `build_optimizer`, the
-        optimizer's variables). Steps stay XLA-compiled only where the strategy allows it
-        (`suite.distribute.xla_steps_allowed`: a single replica)."""
+        optimizer's variables), running `training.steps_per_execution` steps a call. Steps stay
+        XLA-compiled only where the strategy allows it (`suite.distribute.xla_steps_allowed`: a
+        single replica)."""
         with self.strategy.scope():
             self.compile(total_steps)
+            self.model.steps_per_execution = self.config.training.steps_per_execution
             if build_optimizer:
                 self.model.optimizer.build(self.model.trainable_variables)
         if not xla_steps_allowed(self.strategy):

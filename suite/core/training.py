@@ -89,7 +89,8 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
 
 class _Throughput(keras.callbacks.Callback):
     """Adds `<unit>_per_second`, the epoch's training rate so far, to the logs the progress bar, TensorBoard
-    and the history see. Timed from the end of the epoch's first step, which may compile."""
+    and the history see. Timed from the end of the epoch's first execution (`steps_per_execution` steps),
+    which may compile."""
 
     def __init__(self, unit: str, per_step: int):
         super().__init__()
@@ -99,11 +100,11 @@ class _Throughput(keras.callbacks.Callback):
         self.start, self.rate = None, None
 
     def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
+        now, steps = time.perf_counter(), int(self.model.optimizer.iterations)
         if self.start is None:
-            self.start, self.first = now, batch
+            self.start, self.first = now, steps
         elif logs is not None:
-            self.rate = self.per_step * (batch - self.first) / (now - self.start)
+            self.rate = self.per_step * (steps - self.first) / (now - self.start)
             logs[self.key] = self.rate
 
     def on_epoch_end(self, epoch, logs=None):
@@ -112,9 +113,9 @@ class _Throughput(keras.callbacks.Callback):
 
 
 class _Budget(keras.callbacks.Callback):
-    """Stops `fit` after the first step that spends `training.max_seconds` (counted from `start`, a
-    `time.perf_counter()` value) or `training.max_steps` (the optimizer's `iterations`, across epochs
-    and resumes); either may be null."""
+    """Stops `fit` after the first execution (`training.steps_per_execution` steps) that spends
+    `training.max_seconds` (counted from `start`, a `time.perf_counter()` value) or
+    `training.max_steps` (the optimizer's `iterations`, across epochs and resumes); either may be null."""
 
     def __init__(self, training, start: float, iterations):
         super().__init__()
