@@ -112,6 +112,11 @@ class RunCheckpoint:
         )
 
 
+def optimizer_steps(model: keras.Model) -> int:
+    """The steps `model`'s optimizer has taken (its `iterations`, mirrored or not)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
 class CheckpointEvery(keras.callbacks.Callback):
     """Checkpoints before every `every`-th step of the epoch in `progress`; with several steps an
     execution (`steps_per_execution`), at the first execution boundary at or after each multiple.
@@ -125,10 +130,10 @@ class CheckpointEvery(keras.callbacks.Callback):
         self.every, self.progress, self.checkpoint = every, progress, checkpoint
 
     def on_train_begin(self, logs=None) -> None:
-        self.first_step = self.progress.step - int(self.model.optimizer.iterations)
+        self.first_step = self.progress.step - optimizer_steps(self.model)
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
-        step, previous = self.first_step + int(self.model.optimizer.iterations), self.progress.step
+        step, previous = self.first_step + optimizer_steps(self.model), self.progress.step
         self.progress.step = step
         if step // self.every > previous // self.every:
             self.checkpoint.save(self.progress)

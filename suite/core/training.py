@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from suite.config import flat_fields, to_dict
-from suite.core.checkpoint import CheckpointEvery, RunCheckpoint, TrainingProgress
+from suite.core.checkpoint import CheckpointEvery, RunCheckpoint, TrainingProgress, optimizer_steps
 from suite.io import write_json_atomic
 
 
@@ -38,7 +38,7 @@ def fit_task(task, train_data, validation_data=None, output_dir: str | Path | No
             progress = checkpoint.restore() or progress
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
     start = time.perf_counter()
-    budget = _Budget(training, start, task.model.optimizer.iterations)
+    budget = _Budget(training, start)
     callbacks.append(budget)
     averaged = training.ema_momentum is not None
     if averaged:
@@ -100,7 +100,7 @@ class _Throughput(keras.callbacks.Callback):
         self.start, self.rate = None, None
 
     def on_train_batch_end(self, batch, logs=None):
-        now, steps = time.perf_counter(), int(self.model.optimizer.iterations)
+        now, steps = time.perf_counter(), optimizer_steps(self.model)
         if self.start is None:
             self.start, self.first = now, steps
         elif logs is not None:
@@ -117,14 +117,14 @@ class _Budget(keras.callbacks.Callback):
     `training.max_seconds` (counted from `start`, a `time.perf_counter()` value) or
     `training.max_steps` (the optimizer's `iterations`, across epochs and resumes); either may be null."""
 
-    def __init__(self, training, start: float, iterations):
+    def __init__(self, training, start: float):
         super().__init__()
         self.deadline = None if training.max_seconds is None else start + training.max_seconds
-        self.max_steps, self.iterations = training.max_steps, iterations
+        self.max_steps = training.max_steps
 
     def spent(self) -> bool:
         return ((self.deadline is not None and time.perf_counter() >= self.deadline)
-                or (self.max_steps is not None and int(self.iterations) >= self.max_steps))
+                or (self.max_steps is not None and optimizer_steps(self.model) >= self.max_steps))
 
     def on_train_batch_end(self, batch, logs=None):
         if self.spent():
