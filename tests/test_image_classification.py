@@ -102,7 +102,7 @@ def test_configs_by_name_and_the_small_regime():
     assert not small.augmentation.horizontal_flip  # digits stay valid
     preprocessor = ImagePreprocessor(CLASSES, (28, 28), 1)
     model = ImageClassifier.build_model(preprocessor, small)
-    assert model.get_layer("patch_tokens").output.shape[1:] == (49, 128)
+    assert model.get_layer("patch_tokens").output.shape[1:] == (16, 128)  # 28 -> 14 -> 7 -> 4
     with pytest.raises(ConfigError, match="ships no config of that name .it ships: image_classification, "
                                           "image_classification_small"):
         ImageClassifier.resolve_config("image_classification_large")
